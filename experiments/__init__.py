@@ -1,0 +1,1 @@
+"""One thin script per experiment: ``python -m experiments.<name> --help``."""

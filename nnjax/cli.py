@@ -1,0 +1,48 @@
+"""Command-line entry point shared by every experiment.
+
+``run(main, Config)`` parses flags into ``Config``, sets up logging, runs ``main(config)`` and
+prints its result dict as the final stdout line (one JSON object). Known errors (``NnjaxError``)
+become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from nnjax.config import ConfigT, parse_config
+from nnjax.errors import NnjaxError
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Log ``nnjax`` messages to stderr as ``[nnjax] message``; quiet noisy libraries."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+    logger = logging.getLogger("nnjax")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+    for noisy in ("absl", "orbax", "jax._src.xla_bridge"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def run(
+    main: Callable[[ConfigT], dict[str, Any]],
+    config_cls: type[ConfigT],
+    argv: Sequence[str] | None = None,
+    prog: str | None = None,
+) -> int:
+    """Parse, run, print the final JSON line; returns the process exit code."""
+    setup_logging()
+    try:
+        config = parse_config(config_cls, argv, prog)
+        result = main(config)
+    except NnjaxError as err:
+        sys.stderr.write(f"{prog or 'nnjax'}: error: {err}\n")
+        return 2
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0

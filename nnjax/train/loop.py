@@ -1,0 +1,241 @@
+"""``fit``: the one supervised training loop (progress bar, evaluation, checkpoints, NaN guard)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from nnjax import plots
+from nnjax.config import TrainConfig
+from nnjax.data import Dataset, epoch_batch_indices, num_examples, padded_batches, split_validation, take
+from nnjax.errors import ConfigError, TrainingDivergedError
+from nnjax.optim import make_optimizer
+from nnjax.train.checkpoint import Checkpointer
+from nnjax.train.parallel import Parallel
+from nnjax.train.state import TrainState, create_train_state
+from nnjax.train.steps import Objective
+from nnjax.train.writer import MetricWriter
+
+log = logging.getLogger(__name__)
+
+MAX_SCAN_BYTES = 2 << 30  # training splits up to this size are kept on device for the scan fast path
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What ``fit`` returns: the final host state, all metric rows, and a summary for the JSON line."""
+
+    state: TrainState
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def chunk_bounds(epoch: int, steps_per_epoch: int, start: int, config: TrainConfig) -> Iterator[tuple[int, int]]:
+    """Step ranges [a, b) within an epoch, from step ``start`` on, that run as one chunk.
+
+    Boundaries fall every ``log_every_steps`` steps of the epoch, at the epoch end and at every
+    step-checkpoint, and depend on nothing else, so a run resumed from a checkpoint replays exactly
+    the chunks (and therefore bit-identical arithmetic) of an uninterrupted run.
+    """
+    ends = [
+        p
+        for p in range(start + 1, steps_per_epoch + 1)
+        if p % config.log_every_steps == 0
+        or p == steps_per_epoch
+        or (config.checkpoint_every_steps and (epoch * steps_per_epoch + p) % config.checkpoint_every_steps == 0)
+    ]
+    yield from zip([start, *ends[:-1]], ends)
+
+
+def _all_finite(tree: Any) -> bool:
+    return all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(tree) if np.issubdtype(leaf.dtype, np.inexact))
+
+
+def evaluate(parallel: Parallel, state: TrainState, split: dict[str, np.ndarray], batch_size: int) -> dict[str, float]:
+    """Exact means of every objective metric over ``split`` (padded batches, masked)."""
+    totals = None
+    for batch in padded_batches(split, batch_size):
+        sums = parallel.eval_step(state, parallel.place_batch(batch))
+        totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+    totals = jax.device_get(totals)
+    count = totals.pop("count")
+    return {k: float(v / count) for k, v in totals.items()}
+
+
+def fit(
+    config: TrainConfig,
+    model: nn.Module,
+    data: Dataset,
+    objective: Objective,
+    experiment: str,
+    tx: optax.GradientTransformation | None = None,
+) -> FitResult:
+    """Train ``model`` on ``data`` to minimise ``objective`` as ``config`` says; resume if possible.
+
+    Writes ``config.json``, ``metrics.jsonl``, TensorBoard events, checkpoints and
+    ``learning_curves.png`` into the run directory, and evaluates on the test split at the end.
+    ``tx`` overrides the optimizer named by ``config.optimizer``.
+    """
+    workdir = config.resolved_workdir(experiment)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(config) | {"experiment": experiment, "data_source": data.source}, f, indent=2)
+
+    if config.validation_fraction > 0:
+        train, val = split_validation(data.train, config.validation_fraction, config.seed)
+    else:
+        train, val = data.train, None
+    n_train = num_examples(train)
+    steps_per_epoch = n_train // config.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"--batch-size {config.batch_size} is larger than the {n_train} training examples")
+    total_steps = config.epochs * steps_per_epoch
+    parallel = Parallel(config.parallel, objective, config.batch_size, config.eval_batch_size)
+
+    tx = tx or make_optimizer(config.optimizer, config.learning_rate)
+    state = create_train_state(model, tx, train["x"][: config.batch_size], jax.random.PRNGKey(config.seed))
+    state = jax.device_get(state)
+    checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+    resumed = checkpoints.latest_step() is not None
+    if resumed:
+        state = checkpoints.restore(state)
+    writer = MetricWriter(workdir, resume_step=int(state.step) if resumed else None)
+    try:
+        state, train_seconds = _train(config, parallel, state, train, val, steps_per_epoch, total_steps, checkpoints, writer)
+        test = evaluate(parallel, parallel.place_state(state), data.test, config.eval_batch_size)
+        writer.write({"kind": "test", "step": int(state.step), **{f"test_{k}": v for k, v in test.items()}})
+        plots.learning_curves(writer.rows, os.path.join(workdir, "learning_curves.png"), title=f"{experiment} on {data.name}")
+    finally:
+        checkpoints.close()
+        writer.close()
+
+    last_epoch = next((row for row in reversed(writer.rows) if row["kind"] == "epoch"), {})
+    summary = {
+        **{f"test_{k}": round(v, 4) for k, v in test.items()},
+        **{k: round(v, 4) for k, v in last_epoch.items() if k.startswith("val_")},
+        "data": data.name,
+        "train_examples": n_train,
+        "epochs": config.epochs,
+        "steps": int(state.step),
+        "parallel": config.parallel,
+        "compile_s": round(parallel.compile_seconds, 2),
+        **train_seconds,
+        "workdir": workdir,
+    }
+    return FitResult(state=state, history=writer.rows, summary=summary)
+
+
+def _train(
+    config: TrainConfig,
+    parallel: Parallel,
+    state: TrainState,
+    train: dict[str, np.ndarray],
+    val: dict[str, np.ndarray] | None,
+    steps_per_epoch: int,
+    total_steps: int,
+    checkpoints: Checkpointer,
+    writer: MetricWriter,
+) -> tuple[TrainState, dict[str, float]]:
+    """The epoch/chunk loop; returns the final host state and throughput figures."""
+    step = int(state.step)
+    n_train = num_examples(train)
+    use_scan = (
+        config.scan_epoch and parallel.supports_scan and sum(a.nbytes for a in train.values()) <= MAX_SCAN_BYTES
+    )
+    device_data = parallel.place_data(train) if use_scan else None
+    log.info(
+        "training %d steps (%d per epoch, batch %d) on %d examples, %s, parallel=%s",
+        total_steps, steps_per_epoch, config.batch_size, n_train,
+        "epoch chunks in lax.scan on device" if use_scan else "one jitted step per batch", config.parallel,
+    )
+    device_state = parallel.place_state(state)
+    run_seconds, run_examples = 0.0, 0
+    bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, mininterval=0.5)
+    for epoch in range(step // steps_per_epoch, config.epochs):
+        idx_SxB = epoch_batch_indices(n_train, config.batch_size, config.seed, epoch)
+        for start, stop in chunk_bounds(epoch, steps_per_epoch, step - epoch * steps_per_epoch, config):
+            compile_before = parallel.compile_seconds
+            tick = time.perf_counter()
+            if use_scan:
+                device_state, metrics = parallel.train_chunk(device_state, device_data, idx_SxB[start:stop])
+            else:
+                device_state, metrics = _train_steps(parallel, device_state, train, idx_SxB[start:stop])
+            metrics = jax.device_get(metrics)
+            run_seconds += time.perf_counter() - tick - (parallel.compile_seconds - compile_before)
+            run_examples += (stop - start) * config.batch_size
+            _check_finite(metrics["loss"], epoch * steps_per_epoch + start, checkpoints)
+            step = epoch * steps_per_epoch + stop
+            means = {f"train_{k}": float(np.mean(v)) for k, v in metrics.items()}
+            writer.write({"kind": "train", "step": step, "epoch": epoch + 1, "steps": stop - start, **means})
+            bar.update(stop - start)
+            bar.set_postfix(
+                epoch=epoch + 1, **{k.removeprefix("train_"): f"{v:.4f}" for k, v in means.items()},
+                ex_per_s=f"{run_examples / max(run_seconds, 1e-9):.0f}",
+            )
+            if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+                _save(parallel, device_state, checkpoints, step)
+        row = {"kind": "epoch", "step": step, "epoch": epoch + 1, **_epoch_train_means(writer.rows, epoch + 1)}
+        if val is not None:
+            row |= {f"val_{k}": v for k, v in evaluate(parallel, device_state, val, config.eval_batch_size).items()}
+        writer.write(row)
+        log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items() if k.startswith(("train_", "val_"))})
+        epoch_due = config.checkpoint_every_epochs and (epoch + 1) % config.checkpoint_every_epochs == 0
+        if (epoch_due or epoch + 1 == config.epochs) and checkpoints.latest_step() != step:
+            _save(parallel, device_state, checkpoints, step)
+    bar.close()
+    throughput = {"train_time_s": round(run_seconds, 2)}
+    if run_examples:
+        throughput["examples_per_s"] = round(run_examples / run_seconds, 1)
+    return parallel.host_state(device_state), throughput
+
+
+def _train_steps(parallel: Parallel, state: TrainState, train: dict[str, np.ndarray], idx_CxB: np.ndarray):
+    """The loop path: one compiled step per host batch; returns (state, stacked metrics [C])."""
+    metrics = []
+    for idx_B in idx_CxB:
+        state, step_metrics = parallel.train_step(state, parallel.place_batch(take(train, idx_B)))
+        metrics.append(step_metrics)
+    return state, jax.tree.map(lambda *m: np.stack(m), *jax.device_get(metrics))
+
+
+def _epoch_train_means(rows: list[dict[str, Any]], epoch: int) -> dict[str, float]:
+    """Step-weighted means of the ``train_*`` fields of this epoch's chunk rows."""
+    chunks = [row for row in rows if row["kind"] == "train" and row["epoch"] == epoch]
+    steps = sum(row["steps"] for row in chunks)
+    keys = [k for k in chunks[0] if k.startswith("train_")]
+    return {k: sum(row[k] * row["steps"] for row in chunks) / steps for k in keys}
+
+
+def _check_finite(losses_C: np.ndarray, first_step: int, checkpoints: Checkpointer) -> None:
+    """Raise ``TrainingDivergedError`` naming the first step (1-based) whose loss is NaN/Inf."""
+    bad = np.flatnonzero(~np.isfinite(losses_C))
+    if bad.size:
+        step = first_step + int(bad[0]) + 1
+        raise TrainingDivergedError(
+            f"loss became {losses_C[bad[0]]} at step {step}; training stopped. "
+            f"Last good checkpoint: step {checkpoints.latest_step()} in {checkpoints.directory}. "
+            "Try a lower --learning-rate."
+        )
+
+
+def _save(parallel: Parallel, device_state: TrainState, checkpoints: Checkpointer, step: int) -> None:
+    """Checkpoint a host copy of the state, refusing states with non-finite values."""
+    host_state = parallel.host_state(device_state)
+    if not _all_finite(host_state.params):
+        raise TrainingDivergedError(
+            f"parameters became NaN/Inf by step {step}; not checkpointed. "
+            f"Last good checkpoint: step {checkpoints.latest_step()} in {checkpoints.directory}."
+        )
+    checkpoints.save(host_state)
+

@@ -1,0 +1,128 @@
+"""Where state and batches live, and the compiled steps that run on them.
+
+Three modes share the same pure steps (``nnjax.train.steps``):
+
+- ``none``: one device, ``jax.jit``.
+- ``jit``: every device in a 1-D ``Mesh`` with axis ``'data'``; batches are sharded along it with
+  ``NamedSharding(mesh, P('data'))`` and the state is replicated; XLA inserts the gradient all-reduce.
+- ``pmap``: the classic ``jax.pmap`` step with ``lax.pmean`` over axis ``'batch'``; the state is
+  replicated with ``flax.jax_utils.replicate`` and batches are reshaped to [devices, B/devices, ...].
+
+Each step is compiled ahead of time once per input shape, so compile time is measured, not guessed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from flax import jax_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from nnjax.config import PARALLEL_MODES
+from nnjax.errors import ConfigError
+from nnjax.train.state import TrainState
+from nnjax.train.steps import Batch, Metrics, Objective, make_eval_step, make_train_chunk, make_train_step
+
+log = logging.getLogger(__name__)
+
+
+class Parallel:
+    """Placement plus compiled train/eval steps for one parallelism ``mode``."""
+
+    def __init__(self, mode: str, objective: Objective, batch_size: int, eval_batch_size: int):
+        if mode not in PARALLEL_MODES:
+            raise ConfigError(f"--parallel must be one of {', '.join(PARALLEL_MODES)}, got {mode!r}")
+        self.mode = mode
+        self.num_devices = 1 if mode == "none" else jax.device_count()
+        for flag, size in (("--batch-size", batch_size), ("--eval-batch-size", eval_batch_size)):
+            if size % self.num_devices:
+                raise ConfigError(
+                    f"{flag} {size} is not divisible by the {self.num_devices} devices of --parallel {mode}; "
+                    f"use a multiple of {self.num_devices}"
+                )
+        self.compile_seconds = 0.0
+        self._compiled: dict[Any, Any] = {}
+        if mode == "none":
+            self._init_single(objective)
+        elif mode == "jit":
+            self._init_mesh(objective)
+        else:
+            self._init_pmap(objective)
+
+    @property
+    def supports_scan(self) -> bool:
+        """Whether whole chunks of steps can run in one ``lax.scan`` over device-resident data."""
+        return self._train_chunk is not None
+
+    def _init_single(self, objective: Objective) -> None:
+        step = make_train_step(objective)
+        self._train_step = jax.jit(step, donate_argnums=0)
+        self._train_chunk = jax.jit(make_train_chunk(step), donate_argnums=0)
+        self._eval_step = jax.jit(make_eval_step(objective))
+        self.place_state = jax.device_put
+        self.place_batch = jax.device_put
+        self.place_data = jax.device_put
+        self.host_state = jax.device_get
+        self._host_metrics = lambda m: m
+
+    def _init_mesh(self, objective: Objective) -> None:
+        mesh = Mesh(np.array(jax.devices()), ("data",))
+        replicated = NamedSharding(mesh, P())
+        sharded = NamedSharding(mesh, P("data"))
+        step = make_train_step(objective)
+        constrain = lambda batch: jax.lax.with_sharding_constraint(batch, sharded)  # noqa: E731
+        self._train_step = jax.jit(
+            step, in_shardings=(replicated, sharded), out_shardings=(replicated, replicated), donate_argnums=0
+        )
+        self._train_chunk = jax.jit(
+            make_train_chunk(step, constrain),
+            in_shardings=(replicated, replicated, replicated),
+            out_shardings=(replicated, replicated),
+            donate_argnums=0,
+        )
+        self._eval_step = jax.jit(make_eval_step(objective), in_shardings=(replicated, sharded), out_shardings=replicated)
+        self.place_state = lambda state: jax.device_put(state, replicated)
+        self.place_batch = lambda batch: jax.device_put(batch, sharded)
+        self.place_data = lambda data: jax.device_put(data, replicated)
+        self.host_state = jax.device_get
+        self._host_metrics = lambda m: m
+
+    def _init_pmap(self, objective: Objective) -> None:
+        self._train_step = jax.pmap(make_train_step(objective, "batch"), axis_name="batch", donate_argnums=0)
+        self._train_chunk = None
+        self._eval_step = jax.pmap(make_eval_step(objective, "batch"), axis_name="batch")
+        devices = self.num_devices
+        self.place_state = jax_utils.replicate
+        self.place_batch = lambda batch: {k: v.reshape(devices, -1, *v.shape[1:]) for k, v in batch.items()}
+        self.host_state = lambda state: jax.device_get(jax_utils.unreplicate(state))
+        self._host_metrics = lambda m: jax.tree.map(lambda x: x[0], m)
+
+    def _call(self, name: str, fn: Callable, *args: Any) -> Any:
+        """Call ``fn`` through an executable compiled ahead of time for these argument shapes."""
+        key = (name, tuple(np.shape(leaf) for leaf in jax.tree.leaves(args[1:])))
+        if key not in self._compiled:
+            start = time.perf_counter()
+            self._compiled[key] = fn.lower(*args).compile()
+            seconds = time.perf_counter() - start
+            self.compile_seconds += seconds
+            log.info("compiled %s for %s in %.2f s", name, key[1], seconds)
+        return self._compiled[key](*args)
+
+    def train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        """One update on a placed batch; metrics are batch means (on device)."""
+        state, metrics = self._call("train_step", self._train_step, state, batch)
+        return state, self._host_metrics(metrics)
+
+    def train_chunk(self, state: TrainState, data: Batch, idx_CxB: np.ndarray) -> tuple[TrainState, Metrics]:
+        """``C`` updates in one scan over placed ``data``; metrics [C] per step."""
+        return self._call("train_chunk", self._train_chunk, state, data, idx_CxB)
+
+    def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
+        """Mask-weighted metric sums of one placed batch."""
+        return self._host_metrics(self._call("eval_step", self._eval_step, state, batch))

@@ -1,0 +1,41 @@
+"""Metric rows to ``metrics.jsonl`` (one JSON object per line) and TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+from typing import Any
+
+
+class MetricWriter:
+    """Appends rows like ``{'kind': 'epoch', 'step': 250, 'epoch': 2, 'val_loss': 0.1}``.
+
+    ``resume_step`` keeps the rows of an earlier run up to that step (rows a killed run wrote
+    after its last checkpoint are dropped, so a resumed log reads as one uninterrupted run);
+    ``None`` starts a fresh log. Numeric fields are mirrored to TensorBoard as ``<kind>/<field>``.
+    """
+
+    def __init__(self, workdir: str, resume_step: int | None = None):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.rows: list[dict[str, Any]] = []
+        if resume_step is not None and os.path.exists(self.path):
+            with open(self.path) as f:
+                self.rows = [row for row in map(json.loads, f) if row["step"] <= resume_step]
+        with open(self.path, "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in self.rows)
+        from tensorboardX import SummaryWriter
+
+        self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append one row (values must be JSON-serialisable Python scalars)."""
+        self.rows.append(row)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        for key, value in row.items():
+            if key not in ("step", "epoch") and isinstance(value, numbers.Real) and not isinstance(value, bool):
+                self._tensorboard.add_scalar(f"{row['kind']}/{key}", value, row["step"])
+
+    def close(self) -> None:
+        self._tensorboard.close()
