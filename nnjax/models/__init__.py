@@ -1,7 +1,7 @@
 """Flax modules grouped by family; every ``__call__`` takes ``(x, train: bool)``."""
 
 from nnjax.models.cnn import MnistCNN
-from nnjax.models.layers import max_pool_2x2
+from nnjax.models.layers import Conv2D, im2col_conv, max_pool_2x2
 from nnjax.models.mlp import MLP
 
-__all__ = ["MLP", "MnistCNN", "max_pool_2x2"]
+__all__ = ["MLP", "Conv2D", "MnistCNN", "im2col_conv", "max_pool_2x2"]

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 
 from nnjax.errors import ShapeError
-from nnjax.models.layers import max_pool_2x2
+from nnjax.models.layers import Conv2D, max_pool_2x2
 
 
 class MnistCNN(nn.Module):
@@ -25,8 +25,8 @@ class MnistCNN(nn.Module):
         del train
         if x_BxHxWxC.ndim != 4 or min(x_BxHxWxC.shape[1:3]) < 4:
             raise ShapeError(f"MnistCNN expects images [batch, height>=4, width>=4, channels], got {x_BxHxWxC.shape}")
-        x = nn.relu(nn.Conv(self.conv_features, (3, 3), padding="VALID", name="conv")(x_BxHxWxC))
-        x = max_pool_2x2(x)
+        # relu(max_pool(conv)) == max_pool(relu(conv)); pooling first runs relu on 4x fewer values.
+        x = nn.relu(max_pool_2x2(Conv2D(self.conv_features, (3, 3), padding="VALID", name="conv")(x_BxHxWxC)))
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(self.hidden, name="hidden")(x))
         return nn.Dense(self.num_classes, name="logits")(x)

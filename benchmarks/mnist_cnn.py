@@ -1,0 +1,146 @@
+"""Training throughput of the seed 003.14 MNIST CNN: nnjax vs PyTorch eager vs Keras ``fit``.
+
+    pip install -e ".[bench]" && python -m benchmarks.mnist_cnn
+
+Each framework trains the same model (Conv 32 3x3 VALID + ReLU -> MaxPool 2x2 -> Dense 128 ReLU ->
+Dense 10, Adam 1e-3, batch 128) on the same synthetic 28x28x1 data, in its own subprocess, one after
+another (never two timed workloads at once). Throughput is examples/s over the epochs after a
+warm-up epoch (compilation and graph tracing excluded). The last stdout line is one JSON object
+with each framework's examples/s and the ratios nnjax/torch and nnjax/keras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+FRAMEWORKS = ("nnjax", "torch", "keras")
+
+
+def synthetic_data(examples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random images float32 [N, 28, 28, 1] in [0, 1] and labels int32 [N] (identical for every framework)."""
+    rng = np.random.default_rng(seed)
+    return rng.random((examples, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, examples).astype(np.int32)
+
+
+def run_nnjax(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int) -> float:
+    """Train with ``nnjax.train.fit`` (the experiments' trainer); its examples/s excludes compile time."""
+    from nnjax import losses
+    from nnjax.cli import setup_logging
+    from nnjax.config import TrainConfig
+    from nnjax.data import Dataset
+    from nnjax.models import MnistCNN
+    from nnjax.train import fit
+
+    setup_logging()
+    data = Dataset("synthetic", "benchmark data", {"x": x, "y": y}, {"x": x[:1000], "y": y[:1000]}, num_classes=10)
+    with tempfile.TemporaryDirectory() as workdir:
+        config = TrainConfig(
+            epochs=epochs, batch_size=batch_size, workdir=workdir, validation_fraction=0.0,
+            checkpoint_every_epochs=0, log_every_steps=10_000,
+        )
+        summary = fit(config, MnistCNN(), data, losses.classification, experiment="benchmark").summary
+    return summary["examples_per_s"]
+
+
+def run_torch(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int) -> float:
+    """PyTorch eager training loop; the first epoch is warm-up."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(32 * 13 * 13, 128), nn.ReLU(), nn.Linear(128, 10),
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    images = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    labels = torch.from_numpy(y).long()
+    steps = len(x) // batch_size
+    seconds = 0.0
+    for epoch in range(epochs + 1):
+        order = torch.randperm(len(x))
+        start = time.perf_counter()
+        for i in range(steps):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(images[idx]), labels[idx])
+            loss.backward()
+            optimizer.step()
+        if epoch:
+            seconds += time.perf_counter() - start
+    return epochs * steps * batch_size / seconds
+
+
+def run_keras(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int) -> float:
+    """Keras ``model.fit`` (TensorFlow backend); the first epoch is warm-up."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(32, (3, 3), activation="relu"),
+        keras.layers.MaxPooling2D((2, 2)),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.start)
+
+    times: list[float] = []
+    usable = len(x) // batch_size * batch_size
+    model.fit(x[:usable], y[:usable], batch_size=batch_size, epochs=epochs + 1, verbose=0, callbacks=[EpochTimer()])
+    return epochs * usable / sum(times[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", type=int, default=12_800)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up epoch)")
+    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        x, y = synthetic_data(args.examples)
+        runner = {"nnjax": run_nnjax, "torch": run_torch, "keras": run_keras}[args.worker]
+        print(json.dumps({"examples_per_s": runner(x, y, args.batch_size, args.epochs)}))
+        return
+
+    result: dict[str, object] = {"benchmark": "mnist_cnn", "batch_size": args.batch_size, "examples": args.examples,
+                                 "timed_epochs": args.epochs, "cpu_count": os.cpu_count()}
+    for framework in args.frameworks.split(","):
+        command = [sys.executable, "-m", "benchmarks.mnist_cnn", "--worker", framework,
+                   "--examples", str(args.examples), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            print(f"{framework} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+            result[f"{framework}_examples_per_s"] = None
+            continue
+        result[f"{framework}_examples_per_s"] = round(json.loads(done.stdout.strip().splitlines()[-1])["examples_per_s"], 1)
+        print(f"{framework}: {result[f'{framework}_examples_per_s']} examples/s", file=sys.stderr)
+    for other in ("torch", "keras"):
+        if result.get("nnjax_examples_per_s") and result.get(f"{other}_examples_per_s"):
+            result[f"nnjax_over_{other}"] = round(result["nnjax_examples_per_s"] / result[f"{other}_examples_per_s"], 2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
