@@ -1,0 +1,46 @@
+"""Test session setup: 8 fake CPU devices (set before jax is imported) and shared helpers."""
+
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]
+).strip()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from nnjax.data import Dataset  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def eight_devices():
+    """The 8 fake CPU devices the data-parallel tests shard over."""
+    devices = jax.devices()
+    assert len(devices) == 8, f"expected 8 fake CPU devices, got {devices}"
+    return devices
+
+
+def blob_dataset(n_train: int = 256, n_test: int = 64, size: int = 8, num_classes: int = 4, seed: int = 0) -> Dataset:
+    """A learnable synthetic image data set: each class is a noisy copy of its own random template."""
+    rng = np.random.default_rng(seed)
+    templates = rng.random((num_classes, size, size, 1), dtype=np.float32)
+
+    def split(n):
+        y = rng.integers(0, num_classes, n).astype(np.int32)
+        x = np.clip(templates[y] + 0.3 * rng.standard_normal((n, size, size, 1)), 0, 1).astype(np.float32)
+        return {"x": x, "y": y}
+
+    return Dataset("blobs", "synthetic class templates + noise", split(n_train), split(n_test), num_classes)
+
+
+def run_cli(*args: str, timeout: float = 300) -> "subprocess.CompletedProcess[str]":
+    """Run ``python -m <args>`` from the repo root and capture its output."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
