@@ -1,4 +1,8 @@
-"""Matplotlib figures written as PNG files (Agg backend, no display needed)."""
+"""Matplotlib figures written as PNG files.
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot), so saving a plot never changes the
+backend of an interactive session or notebook.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +15,19 @@ def learning_curves(rows: Sequence[dict[str, Any]], path: str, title: str = "") 
 
     Reads rows with ``kind == 'epoch'`` and their ``train_*``/``val_*`` fields.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [row for row in rows if row["kind"] == "epoch"]
     metrics = sorted({key.split("_", 1)[1] for row in epochs for key in row if key.startswith(("train_", "val_"))})
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    fig = Figure(figsize=(5 * len(metrics), 4))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for split, style in (("train", "o-"), ("val", "s--")):
             points = [(row["epoch"], row[f"{split}_{metric}"]) for row in epochs if f"{split}_{metric}" in row]
             if points:
                 ax.plot(*zip(*points), style, label=split)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.set_title(metric)
@@ -33,5 +37,4 @@ def learning_curves(rows: Sequence[dict[str, Any]], path: str, title: str = "") 
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

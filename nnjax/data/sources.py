@@ -10,6 +10,7 @@ import gzip
 import logging
 import os
 import struct
+import zlib
 from collections.abc import Iterable
 
 import numpy as np
@@ -102,11 +103,18 @@ def _load_tfrecord(builder) -> tuple[Split, Split]:
 def read_idx(path: str) -> np.ndarray:
     """Read an IDX file (the MNIST/Fashion-MNIST format), gzip-compressed or not."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise DataUnavailableError(f"{path} is a truncated or corrupt gzip file ({err})") from err
+    if len(data) < 4:
+        raise DataUnavailableError(f"{path} is truncated: {len(data)} bytes, no IDX header")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
         raise DataUnavailableError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()})")
+    if len(data) < 4 + 4 * ndim:
+        raise DataUnavailableError(f"{path} is truncated: header of {ndim} dimensions cut short")
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):

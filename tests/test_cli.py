@@ -1,0 +1,132 @@
+"""Experiment scripts as a user runs them: CLI errors, determinism, SIGKILL + resume, and a real run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, run_cli
+
+from nnjax.config import TrainConfig, parse_config
+
+FAST = ("--data", "digits", "--batch-size", "32", "--eval-batch-size", "120")
+
+
+def _final_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--data", "nope"), "--data must be one of auto, mnist"),
+        (("--batch-size", "abc"), "argument --batch-size: invalid int value: 'abc'"),
+        (("--epochs", "0"), "--epochs must be >= 1, got 0"),
+        (("--parallel", "tpu"), "argument --parallel: invalid choice: 'tpu'"),
+        (("--learning-rate", "-1"), "--learning-rate must be > 0"),
+        (("--data", "mnist", "--data-dir", "/nonexistent-nnjax-data"), "rerun with --download"),
+        (("--parallel", "jit", "--batch-size", "30"), "not divisible by the"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2_and_fast(args, message):
+    start = time.perf_counter()
+    done = run_cli("experiments.mnist_cnn", *args, "--workdir", "/tmp/nnjax-never-written")
+    elapsed = time.perf_counter() - start
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("[nnjax")]
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert elapsed < 5, f"took {elapsed:.1f} s"
+
+
+def test_help_lists_every_common_flag():
+    done = run_cli("experiments.mlp_mnist", "--help")
+    assert done.returncode == 0
+    for flag in ("--seed", "--epochs", "--batch-size", "--learning-rate", "--workdir", "--data", "--parallel", "--download"):
+        assert flag in done.stdout
+
+
+def test_parse_config_overrides_and_keeps_defaults():
+    config = parse_config(TrainConfig, ["--batch-size", "64", "--no-scan-epoch", "--data-dir", "/d"])
+    assert (config.batch_size, config.scan_epoch, config.data_dir, config.epochs) == (64, False, "/d", 5)
+
+
+def test_resuming_with_another_model_fails_cleanly(tmp_path):
+    workdir = str(tmp_path / "run")
+    assert run_cli("experiments.mlp_mnist", *FAST, "--epochs", "1", "--workdir", workdir).returncode == 0
+    done = run_cli("experiments.mnist_cnn", *FAST, "--epochs", "1", "--workdir", workdir)
+    assert done.returncode == 2 and "use a new --workdir" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_same_seed_same_metrics_file(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        done = run_cli("experiments.mlp_mnist", *FAST, "--epochs", "2", "--workdir", str(tmp_path / name))
+        assert done.returncode == 0, done.stderr
+        runs.append((tmp_path / name / "metrics.jsonl").read_text())
+    assert runs[0] == runs[1] and len(runs[0].splitlines()) > 4
+
+
+def _latest_checkpoint(workdir: str) -> int:
+    directory = os.path.join(workdir, "checkpoints")
+    steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+    return max(steps, default=0)
+
+
+def _restore_params(workdir: str):
+    import orbax.checkpoint as ocp
+
+    from nnjax.train import Checkpointer
+
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), 3)
+    step = checkpointer.latest_step()
+    restored = ocp.StandardCheckpointer().restore(os.path.join(checkpointer.directory, str(step), "default"))
+    checkpointer.close()
+    return step, restored["params"]
+
+
+def test_sigkill_then_resume_is_bit_identical_to_uninterrupted(tmp_path):
+    args = (*FAST, "--epochs", "12", "--checkpoint-every-steps", "7", "--log-every-steps", "5")
+    reference, interrupted = str(tmp_path / "reference"), str(tmp_path / "interrupted")
+    done = run_cli("experiments.mlp_mnist", *args, "--workdir", reference)
+    assert done.returncode == 0, done.stderr
+    total_steps = _final_json(done.stdout)["steps"]
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.mlp_mnist", *args, "--workdir", interrupted],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    deadline = time.time() + 120
+    while _latest_checkpoint(interrupted) < 14 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    stdout, _ = process.communicate()
+    killed_at = _latest_checkpoint(interrupted)
+    assert process.returncode == -signal.SIGKILL and stdout == "", "the run finished before it could be killed"
+    assert 0 < killed_at < total_steps
+
+    done = run_cli("experiments.mlp_mnist", *args, "--workdir", interrupted)
+    assert done.returncode == 0, done.stderr
+    assert f"resumed from checkpoint step {killed_at}" in done.stderr
+    assert _final_json(done.stdout)["steps"] == total_steps
+    (step_a, params_a), (step_b, params_b) = _restore_params(reference), _restore_params(interrupted)
+    assert step_a == step_b == total_steps
+    for name in params_a:
+        for leaf in params_a[name]:
+            np.testing.assert_array_equal(params_b[name][leaf], params_a[name][leaf])
+    read = lambda w: open(os.path.join(w, "metrics.jsonl")).read()  # noqa: E731
+    assert read(interrupted) == read(reference)
+
+
+@pytest.mark.slow
+def test_mnist_cnn_default_run_learns_real_digits(tmp_path):
+    done = run_cli("experiments.mnist_cnn", "--data", "mnist5k", "--workdir", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    result = _final_json(done.stdout)
+    assert result["data"] == "mnist5k" and result["epochs"] == 5
+    assert result["test_accuracy"] > 0.88, result
+    assert (tmp_path / "run" / "learning_curves.png").stat().st_size > 10_000
