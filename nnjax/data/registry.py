@@ -99,6 +99,9 @@ def load_dataset(
     name: str, data_dir: str | None = None, download: bool = False, auto: Sequence[str] = DIGITS_AUTO
 ) -> Dataset:
     """Load a named data set; ``'auto'`` takes the first of ``auto`` that is available offline."""
+    unknown = [n for n in (name, *auto) if n != "auto" and n not in _LOADERS]
+    if unknown:
+        raise ConfigError(f"--data must be one of auto, {', '.join(available())}; got {unknown[0]!r}")
     if name == "auto":
         reasons = []
         for candidate in auto:
@@ -111,6 +114,4 @@ def load_dataset(
             log.warning("--data auto: using %s, %s%s", candidate, dataset.source, skipped)
             return dataset
         raise DataUnavailableError("--data auto found no data set: " + " | ".join(reasons))
-    if name not in _LOADERS:
-        raise ConfigError(f"--data must be one of auto, {', '.join(available())}; got {name!r}")
     return _LOADERS[name](data_dir, download)
