@@ -8,7 +8,6 @@ test needs the Debian Fashion-MNIST package or a network.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import logging
 import os
 import struct
@@ -40,16 +39,17 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + array.tobytes(order="C")
 
 
-def write_idx(path: str, array: np.ndarray, compress: bool) -> str:
-    data = idx_bytes(array)
+def write_bytes(path: str, data: bytes, compress: bool) -> str:
+    """Write ``data`` to ``path`` (gzip-compressed to ``path + '.gz'`` when ``compress``); returns the path."""
     if compress:
         path += ".gz"
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        with open(path, "wb") as f:
-            f.write(data)
+    with (gzip.open if compress else open)(path, "wb") as f:
+        f.write(data)
     return path
+
+
+def write_idx(path: str, array: np.ndarray, compress: bool) -> str:
+    return write_bytes(path, idx_bytes(array), compress)
 
 
 def write_idx_dir(directory, n_train=12, n_test=5, size=(28, 28), compress=True, seed=0):
@@ -134,15 +134,7 @@ def _valid_idx(shape=(4, 3, 5)) -> bytes:
 )
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
 def test_read_idx_truncated_raises(tmp_path, name, payload, compress):
-    data = payload(_valid_idx())
-    path = str(tmp_path / f"{name}-ubyte")
-    if compress:
-        path += ".gz"
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        with open(path, "wb") as f:
-            f.write(data)
+    path = write_bytes(str(tmp_path / f"{name}-ubyte"), payload(_valid_idx()), compress)
     with pytest.raises(DataUnavailableError):
         sources.read_idx(path)
 
@@ -195,9 +187,8 @@ def test_fashion_mnist_idx_missing_dir_says_apt_get(tmp_path, monkeypatch):
 
 
 def test_load_tfds_mnist_under_mock(tmp_path):
+    # Under mock_data, tfds.data_source serves random examples without TensorFlow.
     tfds = pytest.importorskip("tensorflow_datasets")
-    if importlib.util.find_spec("tensorflow") is None:  # found without importing it (~3 s)
-        pytest.skip("tfds.testing.mock_data needs TensorFlow")
     with tfds.testing.mock_data(num_examples=10):
         train, test = sources.load_tfds("mnist", data_dir=str(tmp_path))
     for split in (train, test):

@@ -112,7 +112,7 @@ def fit(
         state = checkpoints.restore(state)
     writer = MetricWriter(workdir, resume_step=int(state.step) if resumed else None)
     try:
-        state, train_seconds = _train(config, parallel, state, train, val, steps_per_epoch, total_steps, checkpoints, writer)
+        state, throughput = _train(config, parallel, state, train, val, steps_per_epoch, total_steps, checkpoints, writer)
         test = evaluate(parallel, parallel.place_state(state), data.test, config.eval_batch_size)
         writer.write({"kind": "test", "step": int(state.step), **{f"test_{k}": v for k, v in test.items()}})
         plots.learning_curves(writer.rows, os.path.join(workdir, "learning_curves.png"), title=f"{experiment} on {data.name}")
@@ -130,7 +130,7 @@ def fit(
         "steps": int(state.step),
         "parallel": config.parallel,
         "compile_s": round(parallel.compile_seconds, 2),
-        **train_seconds,
+        **throughput,
         "workdir": workdir,
     }
     return FitResult(state=state, history=writer.rows, summary=summary)
@@ -183,7 +183,8 @@ def _train(
                 epoch=epoch + 1, **{k.removeprefix("train_"): f"{v:.4f}" for k, v in means.items()},
                 ex_per_s=f"{run_examples / max(run_seconds, 1e-9):.0f}",
             )
-            if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+            step_due = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
+            if step_due and stop < steps_per_epoch:  # at an epoch end, save after the epoch's row below
                 _save(parallel, device_state, checkpoints, step)
         row = {"kind": "epoch", "step": step, "epoch": epoch + 1, **_epoch_train_means(writer.rows, epoch + 1)}
         if val is not None:
@@ -191,7 +192,7 @@ def _train(
         writer.write(row)
         log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items() if k.startswith(("train_", "val_"))})
         epoch_due = config.checkpoint_every_epochs and (epoch + 1) % config.checkpoint_every_epochs == 0
-        if (epoch_due or epoch + 1 == config.epochs) and checkpoints.latest_step() != step:
+        if epoch_due or step_due or epoch + 1 == config.epochs:
             _save(parallel, device_state, checkpoints, step)
     bar.close()
     throughput = {"train_time_s": round(run_seconds, 2)}
