@@ -11,6 +11,7 @@ import sys
 from nnjax import cli, losses
 from nnjax.config import TrainConfig
 from nnjax.data import load_dataset
+from nnjax.errors import ConfigError
 from nnjax.models import MLP
 from nnjax.train import fit
 
@@ -22,11 +23,24 @@ class Config(TrainConfig):
     epochs: int = 10
     hidden: str = "128,64"
 
+    @property
+    def hidden_widths(self) -> tuple[int, ...]:
+        """``--hidden`` as layer widths, e.g. '128,64' -> (128, 64)."""
+        return tuple(int(w) for w in self.hidden.split(",") if w.strip())
+
+    def validate(self) -> None:
+        super().validate()
+        try:
+            widths = self.hidden_widths
+        except ValueError:
+            widths = ()
+        if not widths or min(widths) < 1:
+            raise ConfigError(f"--hidden must be comma-separated positive widths like 128,64; got {self.hidden!r}")
+
 
 def main(config: Config) -> dict:
     data = load_dataset(config.data, config.data_dir, config.download)
-    widths = tuple(int(w) for w in config.hidden.split(",") if w)
-    model = MLP(features=(*widths, data.num_classes))
+    model = MLP(features=(*config.hidden_widths, data.num_classes))
     return fit(config, model, data, losses.classification, experiment="mlp_mnist").summary
 
 

@@ -130,3 +130,9 @@ def test_mnist_cnn_default_run_learns_real_digits(tmp_path):
     assert result["data"] == "mnist5k" and result["epochs"] == 5
     assert result["test_accuracy"] > 0.88, result
     assert (tmp_path / "run" / "learning_curves.png").stat().st_size > 10_000
+
+
+def test_bad_mlp_widths_are_a_one_line_error():
+    done = run_cli("experiments.mlp_mnist", "--hidden", "128,x", "--workdir", "/tmp/nnjax-never-written")
+    assert done.returncode == 2 and "--hidden must be comma-separated positive widths" in done.stderr
+    assert "Traceback" not in done.stderr
