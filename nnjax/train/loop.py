@@ -53,7 +53,7 @@ def chunk_bounds(epoch: int, steps_per_epoch: int, start: int, config: TrainConf
         for p in range(start + 1, steps_per_epoch + 1)
         if p % config.log_every_steps == 0
         or p == steps_per_epoch
-        or (config.checkpoint_every_steps and (epoch * steps_per_epoch + p) % config.checkpoint_every_steps == 0)
+        or _step_checkpoint_due(config, epoch * steps_per_epoch + p)
     ]
     yield from zip([start, *ends[:-1]], ends)
 
@@ -183,8 +183,7 @@ def _train(
                 epoch=epoch + 1, **{k.removeprefix("train_"): f"{v:.4f}" for k, v in means.items()},
                 ex_per_s=f"{run_examples / max(run_seconds, 1e-9):.0f}",
             )
-            step_due = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
-            if step_due and stop < steps_per_epoch:  # at an epoch end, save after the epoch's row below
+            if _step_checkpoint_due(config, step) and stop < steps_per_epoch:  # epoch ends save below, after their row
                 _save(parallel, device_state, checkpoints, step)
         row = {"kind": "epoch", "step": step, "epoch": epoch + 1, **_epoch_train_means(writer.rows, epoch + 1)}
         if val is not None:
@@ -192,13 +191,18 @@ def _train(
         writer.write(row)
         log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items() if k.startswith(("train_", "val_"))})
         epoch_due = config.checkpoint_every_epochs and (epoch + 1) % config.checkpoint_every_epochs == 0
-        if epoch_due or step_due or epoch + 1 == config.epochs:
+        if epoch_due or _step_checkpoint_due(config, step) or epoch + 1 == config.epochs:
             _save(parallel, device_state, checkpoints, step)
     bar.close()
     throughput = {"train_time_s": round(run_seconds, 2)}
     if run_examples:
         throughput["examples_per_s"] = round(run_examples / run_seconds, 1)
     return parallel.host_state(device_state), throughput
+
+
+def _step_checkpoint_due(config: TrainConfig, step: int) -> bool:
+    """Whether ``--checkpoint-every-steps`` asks for a checkpoint at global step ``step``."""
+    return bool(config.checkpoint_every_steps) and step % config.checkpoint_every_steps == 0
 
 
 def _train_steps(parallel: Parallel, state: TrainState, train: dict[str, np.ndarray], idx_CxB: np.ndarray):
