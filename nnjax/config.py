@@ -1,6 +1,7 @@
 """Experiment configuration: frozen dataclasses whose fields double as command-line flags.
 
-Every experiment defines ``Config(TrainConfig)`` with defaults that reproduce its seed slide;
+Every experiment defines ``Config(TrainConfig)`` (trainer experiments) or ``Config(RunConfig)``
+(stand-alone demos) with defaults that reproduce its seed slide;
 ``parse_config(Config, argv)`` turns each field into a flag (``batch_size`` -> ``--batch-size``,
 booleans -> ``--flag/--no-flag``) and validates the result.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import os
 import sys
 import types
@@ -24,40 +26,14 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Fields every supervised experiment accepts (and the trainer reads)."""
+class RunConfig:
+    """Fields every experiment accepts: the root PRNG seed and the run directory."""
 
     seed: int = 0
-    epochs: int = 5
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    optimizer: str = dataclasses.field(default="adam", metadata={"choices": OPTIMIZERS})
-    data: str = "auto"
-    data_dir: str | None = None
-    download: bool = False
     workdir: str | None = None
-    parallel: str = dataclasses.field(default="none", metadata={"choices": PARALLEL_MODES})
-    validation_fraction: float = 0.2
-    eval_batch_size: int = 1000
-    log_every_steps: int = 50
-    checkpoint_every_epochs: int = 1
-    checkpoint_every_steps: int = 0
-    keep_checkpoints: int = 3
-    scan_epoch: bool = True
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first field whose value cannot work."""
-        positive = ("epochs", "batch_size", "eval_batch_size", "log_every_steps", "keep_checkpoints")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        for name in ("checkpoint_every_epochs", "checkpoint_every_steps"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{_flag(name)} must be >= 0 (0 disables), got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise ConfigError(f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
         for field in dataclasses.fields(self):
             choices = field.metadata.get("choices")
             if choices and getattr(self, field.name) not in choices:
@@ -74,7 +50,51 @@ class TrainConfig:
         return os.path.join("runs", experiment, stamp)
 
 
-ConfigT = TypeVar("ConfigT", bound=TrainConfig)
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(RunConfig):
+    """Fields every supervised experiment accepts (and the trainer reads)."""
+
+    epochs: int = 5
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    optimizer: str = dataclasses.field(default="adam", metadata={"choices": OPTIMIZERS})
+    data: str = "auto"
+    data_dir: str | None = None
+    download: bool = False
+    parallel: str = dataclasses.field(default="none", metadata={"choices": PARALLEL_MODES})
+    validation_fraction: float = 0.2
+    eval_batch_size: int = 1000
+    log_every_steps: int = 50
+    checkpoint_every_epochs: int = 1
+    checkpoint_every_steps: int = 0
+    keep_checkpoints: int = 3
+    scan_epoch: bool = True
+
+    def validate(self) -> None:
+        positive = ("epochs", "batch_size", "eval_batch_size", "log_every_steps", "keep_checkpoints")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        for name in ("checkpoint_every_epochs", "checkpoint_every_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be >= 0 (0 disables), got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ConfigError(f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
+        super().validate()
+
+
+def prepare_workdir(config: RunConfig, experiment: str, **extra: Any) -> str:
+    """Create the run directory and write ``config.json`` (the config plus ``extra``); returns its path."""
+    workdir = config.resolved_workdir(experiment)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(config) | {"experiment": experiment, **extra}, f, indent=2)
+    return workdir
+
+
+ConfigT = TypeVar("ConfigT", bound=RunConfig)
 
 
 def _flag(name: str) -> str:
@@ -97,7 +117,7 @@ class _OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def build_parser(config_cls: type[TrainConfig], prog: str | None = None) -> argparse.ArgumentParser:
+def build_parser(config_cls: type[RunConfig], prog: str | None = None) -> argparse.ArgumentParser:
     """An argument parser with one flag per field of ``config_cls``."""
     parser = _OneLineParser(prog=prog, description=(config_cls.__doc__ or "").strip())
     hints = typing.get_type_hints(config_cls)

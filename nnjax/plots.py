@@ -35,6 +35,11 @@ def learning_curves(rows: Sequence[dict[str, Any]], path: str, title: str = "") 
         ax.legend()
     if title:
         fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str) -> str:
+    """Lay out ``fig`` and write it to ``path`` as a 100-dpi PNG; returns ``path``."""
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -17,7 +16,7 @@ import optax
 from tqdm.auto import tqdm
 
 from nnjax import plots
-from nnjax.config import TrainConfig
+from nnjax.config import TrainConfig, prepare_workdir
 from nnjax.data import Dataset, epoch_batch_indices, num_examples, padded_batches, split_validation, take
 from nnjax.errors import ConfigError, TrainingDivergedError
 from nnjax.optim import make_optimizer
@@ -87,10 +86,7 @@ def fit(
     ``learning_curves.png`` into the run directory, and evaluates on the test split at the end.
     ``tx`` overrides the optimizer named by ``config.optimizer``.
     """
-    workdir = config.resolved_workdir(experiment)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(config) | {"experiment": experiment, "data_source": data.source}, f, indent=2)
+    workdir = prepare_workdir(config, experiment, data_source=data.source)
 
     if config.validation_fraction > 0:
         train, val = split_validation(data.train, config.validation_fraction, config.seed)
