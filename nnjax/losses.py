@@ -18,8 +18,14 @@ def softmax_cross_entropy(logits_BxK: jax.Array, labels_B: jax.Array) -> jax.Arr
 
 
 def classification(logits_BxK: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """Trainer objective for K-way classification: per-example loss and accuracy."""
-    return {
-        "loss": softmax_cross_entropy(logits_BxK, batch["y"]),
-        "accuracy": metrics.accuracy(logits_BxK, batch["y"]),
-    }
+    """Trainer objective for K-way classification: per-example loss and accuracy.
+
+    The loss is cross-entropy against the integer labels ``batch['y']``, or against the soft
+    targets ``batch['y_soft']`` [B, K] when present (mixup / cutmix); accuracy is always against
+    ``batch['y']``.
+    """
+    if "y_soft" in batch:
+        loss = optax.softmax_cross_entropy(logits_BxK, batch["y_soft"])
+    else:
+        loss = softmax_cross_entropy(logits_BxK, batch["y"])
+    return {"loss": loss, "accuracy": metrics.accuracy(logits_BxK, batch["y"])}
