@@ -34,11 +34,11 @@ def tanh_prime(z: jax.Array) -> jax.Array:
 
 def relu(z: jax.Array) -> jax.Array:
     """max(0, z)."""
-    return jnp.maximum(z, 0.0)
+    return jnp.where(z > 0, z, 0.0)
 
 
 def relu_prime(z: jax.Array) -> jax.Array:
-    """1 where z > 0, else 0 (the subgradient 0 at z = 0, as ``jax.grad`` takes it)."""
+    """1 where z > 0, else 0 (the subgradient 0 at z = 0, which ``jax.grad`` of ``relu`` also gives)."""
     return (z > 0).astype(z.dtype)
 
 
@@ -54,12 +54,12 @@ def leaky_relu_prime(z: jax.Array, negative_slope: float = 0.01) -> jax.Array:
 
 def elu(z: jax.Array, alpha: float = 1.0) -> jax.Array:
     """z for z > 0, alpha (exp(z) - 1) otherwise (``expm1`` keeps small z accurate)."""
-    return jnp.where(z > 0, z, alpha * jnp.expm1(jnp.minimum(z, 0.0)))
+    return jnp.where(z > 0, z, alpha * jnp.expm1(jnp.where(z > 0, 0.0, z)))
 
 
 def elu_prime(z: jax.Array, alpha: float = 1.0) -> jax.Array:
     """1 for z > 0, alpha exp(z) otherwise."""
-    return jnp.where(z > 0, 1.0, alpha * jnp.exp(jnp.minimum(z, 0.0))).astype(z.dtype)
+    return jnp.where(z > 0, 1.0, alpha * jnp.exp(jnp.where(z > 0, 0.0, z))).astype(z.dtype)
 
 
 def softmax(z_xK: jax.Array) -> jax.Array:
