@@ -2,6 +2,7 @@
 
 from nnjax.models.cnn import MnistCNN
 from nnjax.models.layers import Conv2D, im2col_conv, max_pool_2x2
-from nnjax.models.mlp import MLP
+from nnjax.models.mlp import MLP, BackpropMLP
+from nnjax.models.resmlp import DropoutMLP, ResMLP, ScratchBatchNorm, ScratchDropout
 
-__all__ = ["MLP", "Conv2D", "MnistCNN", "im2col_conv", "max_pool_2x2"]
+__all__ = ["MLP", "BackpropMLP", "Conv2D", "MnistCNN", "im2col_conv", "max_pool_2x2", "DropoutMLP", "ResMLP", "ScratchBatchNorm", "ScratchDropout"]

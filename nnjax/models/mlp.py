@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 
+from nnjax.scratch import mlp as scratch_mlp
+
 
 class MLP(nn.Module):
     """Flatten, then Dense layers of ``features`` with ``activation`` between them (logits out).
@@ -27,3 +29,24 @@ class MLP(nn.Module):
             if i < len(self.features) - 1:
                 x = self.activation(x)
         return x
+
+
+class BackpropMLP(nn.Module):
+    """A fully connected network whose gradients come from hand-written backprop (seeds 000·1–2, 001·1–2).
+
+    Same layout as ``MLP`` (flatten, ``features`` widths, logits out), but the params are the
+    scratch pytree of ``nnjax.scratch.mlp`` (one ``'layers'`` entry) and the forward pass is
+    ``scratch.mlp.apply``, whose ``custom_vjp`` makes ``jax.grad`` — and so the trainer — run the
+    textbook backward recursion instead of autodiff.
+    """
+
+    features: Sequence[int] = (64, 10)
+    hidden: str = "sigmoid"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """[B, ...] -> logits [B, features[-1]]."""
+        del train
+        x = x.reshape(x.shape[0], -1)
+        layers = self.param("layers", lambda key: scratch_mlp.init_mlp(key, (x.shape[-1], *self.features)))
+        return scratch_mlp.apply(layers, x, self.hidden, "linear")
