@@ -116,7 +116,8 @@ def network_diagram_figure(
     if max_nodes_per_layer < 2:
         raise ValueError(f"max_nodes_per_layer must be >= 2, got {max_nodes_per_layer}")
     if labels is None:
-        labels = ["input", *(f"hidden {i}" for i in range(1, len(sizes) - 1)), "output"]
+        hidden = ["hidden"] if len(sizes) == 3 else [f"hidden {i}" for i in range(1, len(sizes) - 1)]
+        labels = ["input", *hidden, "output"]
     if len(labels) != len(sizes):
         raise ValueError(f"labels must name each of the {len(sizes)} layers, got {list(labels)}")
 
@@ -134,7 +135,8 @@ def network_diagram_figure(
         columns.append(([centre - s for s in slots], None if gap is None else centre - gap))
     half_height = max(len(ys) + (gap is not None) for ys, gap in columns) / 2
 
-    fig = Figure(figsize=(2.0 + 2.2 * len(sizes), 2.0 + 0.5 * 2 * half_height))
+    inches_per_unit = 0.55
+    fig = Figure(figsize=(inches_per_unit * ((len(sizes) - 1) * dx + 3.0), inches_per_unit * (2 * half_height + 3.6)))
     ax = fig.add_subplot()
     colours = [f"C{i % 10}" for i in range(len(sizes) - 1)]
     for layer, ((ys_in, _), (ys_out, _)) in enumerate(zip(columns, columns[1:])):
@@ -173,3 +175,154 @@ def network_diagram(
 ) -> str:
     """Draw ``network_diagram_figure(layer_sizes, ...)`` to the PNG ``path``; returns ``path``."""
     return save_figure(network_diagram_figure(layer_sizes, max_nodes_per_layer, labels, title), path)
+
+
+def activation_curves(z_N: Any, curves: dict[str, tuple[Any, Any]], path: str) -> str:
+    """Two panels over ``z_N``: each activation (left) and its derivative (right); returns ``path``.
+
+    ``curves`` maps a name to ``(f(z_N), f'(z_N))``.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.5))
+    ax_f, ax_df = fig.subplots(1, 2)
+    for name, (values, derivative) in curves.items():
+        ax_f.plot(z_N, values, label=name)
+        ax_df.plot(z_N, derivative, label=name)
+    for ax, title in ((ax_f, "Activation f(z)"), (ax_df, "Derivative f'(z)")):
+        ax.set_title(title)
+        ax.set_xlabel("z")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    return save_figure(fig, path)
+
+
+def chain_rule_curves(
+    x_N: Any, values_N: Any, chain_derivative_N: Any, autodiff_N: Any, name: str, path: str
+) -> str:
+    """A composition ``name`` (left) and its derivative as a product of local derivatives vs ``jax.grad`` (right)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.5))
+    ax_f, ax_df = fig.subplots(1, 2)
+    ax_f.plot(x_N, values_N)
+    ax_f.set_title(f"F(x) = {name}")
+    ax_df.plot(x_N, autodiff_N, label="jax.grad(F)", linewidth=3, alpha=0.5)
+    ax_df.plot(x_N[::4], chain_derivative_N[::4], "k.", label="product of local derivatives")
+    ax_df.set_title("F'(x)")
+    ax_df.legend()
+    for ax in (ax_f, ax_df):
+        ax.set_xlabel("x")
+        ax.grid(True, alpha=0.3)
+    return save_figure(fig, path)
+
+
+def loss_curves(
+    x_N: Any,
+    curves: dict[str, Any],
+    path: str,
+    xlabel: str,
+    ylabel: str = "loss",
+    title: str = "",
+    zoom: tuple[float, float] | None = None,
+) -> str:
+    """Named curves over a shared x axis (loss comparisons, regularized losses); returns ``path``.
+
+    With ``zoom=(lo, hi)`` a second panel repeats the curves for ``lo <= x <= hi`` only, so that small
+    differences (e.g. a penalty near the minimum) are visible.
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    x_N = np.asarray(x_N)
+    panels = [(np.ones_like(x_N, dtype=bool), title)]
+    if zoom is not None:
+        panels.append(((x_N >= zoom[0]) & (x_N <= zoom[1]), f"zoom: {zoom[0]:.3g} <= {xlabel} <= {zoom[1]:.3g}"))
+    fig = Figure(figsize=(8 * len(panels), 5))
+    for ax, (keep, panel_title) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        for name, values in curves.items():
+            ax.plot(x_N[keep], np.asarray(values)[keep], label=name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if panel_title:
+            ax.set_title(panel_title)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    return save_figure(fig, path)
+
+
+def descent_path_1d(
+    curve_x: Any, curve_y: Any, path_x: Any, path_y: Any, path: str, minimizer: float | None = None, title: str = ""
+) -> str:
+    """A 1-D function ``curve_y = f(curve_x)`` with the points a descent visited, start and end marked."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    ax.plot(curve_x, curve_y, "b-", label="f(x)")
+    ax.plot(path_x, path_y, "o-", color="tab:red", markersize=4, alpha=0.7, label="gradient descent path")
+    ax.plot(path_x[0], path_y[0], "s", color="black", markersize=8, label=f"start x={float(path_x[0]):.3g}")
+    ax.plot(path_x[-1], path_y[-1], "*", color="gold", markeredgecolor="black", markersize=14,
+            label=f"end x={float(path_x[-1]):.4f}")
+    if minimizer is not None:
+        ax.axvline(minimizer, color="gray", linestyle=":", label=f"true minimiser x={minimizer:.4f}")
+    ax.set_xlabel("x")
+    ax.set_ylabel("f(x)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title(title or "Gradient descent")
+    return save_figure(fig, path)
+
+
+def optimizer_paths(
+    x_GxG: Any, y_GxG: Any, z_GxG: Any, paths: dict[str, Any], losses: dict[str, Any], path: str, title: str = ""
+) -> str:
+    """Contours of a 2-D function with each optimizer's path ([T+1, 2]) and its loss per step (log scale)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(14, 6))
+    ax_path, ax_loss = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
+    contours = ax_path.contour(x_GxG, y_GxG, z_GxG, levels=30, cmap="viridis", linewidths=0.7)
+    fig.colorbar(contours, ax=ax_path, shrink=0.8)
+    for (name, points), color in zip(paths.items(), ("tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple")):
+        points = np.asarray(points)
+        ax_path.plot(points[:, 0], points[:, 1], ".-", color=color, markersize=5, label=name)
+        ax_path.plot(*points[-1], "*", color=color, markeredgecolor="black", markersize=13)
+        ax_loss.semilogy(np.maximum(np.asarray(losses[name]), np.finfo(np.float32).tiny), "-", color=color, label=name)
+    start = np.asarray(next(iter(paths.values())))[0]
+    ax_path.plot(*start, "s", color="black", markersize=8, label="start")
+    ax_path.set_aspect("equal")
+    ax_path.set_xlabel("x")
+    ax_path.set_ylabel("y")
+    ax_path.legend(loc="lower left")
+    ax_path.set_title("paths (★ = end)")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("loss")
+    ax_loss.grid(True, which="both", alpha=0.3)
+    ax_loss.legend()
+    ax_loss.set_title("loss per step")
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def lr_schedule(epochs_E: Any, lr_E: Any, path: str, marks_every: int = 0, title: str = "") -> str:
+    """Learning rate per epoch as a step curve (log scale), optionally marking every ``marks_every`` epochs."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    epochs_E, lr_E = np.asarray(epochs_E), np.asarray(lr_E)
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    ax.step(epochs_E, lr_E, where="post", label="learning rate")
+    if marks_every:
+        marked = epochs_E[::marks_every]
+        ax.plot(marked, lr_E[::marks_every], "o", color="tab:red", label=f"every {marks_every} epochs")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title(title or "learning-rate schedule")
+    return save_figure(fig, path)

@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nnjax.scratch.conv import same_padding
+
 CONV_IMPLS = ("auto", "im2col", "xla")
 
 
@@ -25,12 +27,6 @@ def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
     return jnp.maximum(top, bottom)
 
 
-def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """(low, high) padding of TensorFlow/flax 'SAME': output size ceil(size / stride)."""
-    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
 def im2col_conv(
     x_BxHxWxC: jax.Array, kernel_KhxKwxCxF: jax.Array, strides: tuple[int, int], padding: str
 ) -> jax.Array:
@@ -43,7 +39,7 @@ def im2col_conv(
     kh, kw, c, f = kernel_KhxKwxCxF.shape
     sh, sw = strides
     if padding == "SAME":
-        pads = (_same_padding(x_BxHxWxC.shape[1], kh, sh), _same_padding(x_BxHxWxC.shape[2], kw, sw))
+        pads = (same_padding(x_BxHxWxC.shape[1], kh, sh), same_padding(x_BxHxWxC.shape[2], kw, sw))
         x_BxHxWxC = jnp.pad(x_BxHxWxC, ((0, 0), *pads, (0, 0)))
     _, h, w, _ = x_BxHxWxC.shape
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1

@@ -1,0 +1,117 @@
+"""Figures: the network diagram draws every edge exactly once; the convolution panels render."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from matplotlib.image import imread
+from matplotlib.lines import Line2D
+from matplotlib.patches import Circle
+
+from experiments import network_diagram
+from nnjax import cli, plots
+from nnjax.models import MLP
+from tests.conftest import run_cli
+
+
+def _drawn(fig):
+    """(node centres, edge endpoint pairs) found by inspecting the Figure's artists."""
+    (ax,) = fig.axes
+    nodes = [p.center for p in ax.patches if isinstance(p, Circle)]
+    edges = [tuple(zip(*line.get_data())) for line in ax.lines if isinstance(line, Line2D)]
+    return nodes, edges
+
+
+def _shown(sizes, max_nodes):
+    return [min(n, max_nodes) for n in sizes]
+
+
+@pytest.mark.parametrize(
+    "sizes, max_nodes",
+    [((3, 4, 2), 10), ((784, 128, 64, 10), 10), ((1, 1), 10), ((12, 3, 7), 4), ((5, 5), 5)],
+)
+def test_network_diagram_draws_each_edge_between_consecutive_layers_once(sizes, max_nodes, tmp_path):
+    fig = plots.network_diagram_figure(sizes, max_nodes)
+    nodes, edges = _drawn(fig)
+    shown = _shown(sizes, max_nodes)
+    assert len(nodes) == sum(shown)
+    assert len(edges) == sum(a * b for a, b in itertools.pairwise(shown))
+    assert plots.diagram_counts(fig) == {"nodes": len(nodes), "edges": len(edges)}
+
+    xs = sorted({x for x, _ in nodes})
+    assert len(xs) == len(sizes)
+    columns = [[(x, y) for x, y in nodes if x == column_x] for column_x in xs]
+    assert [len(c) for c in columns] == shown
+    for column in columns:  # vertically centred
+        ys = [y for _, y in column]
+        assert max(ys) == pytest.approx(-min(ys))
+    expected_edges = {
+        (tuple(a), tuple(b)) for left, right in itertools.pairwise(columns) for a, b in itertools.product(left, right)
+    }
+    assert len(set(edges)) == len(edges)
+    assert set(edges) == expected_edges
+
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert [f"n = {n}" for n in sizes] == [t for t in texts if t.startswith("n = ")]
+    assert texts.count("\u22ee") == sum(n > max_nodes for n in sizes)
+
+    path = plots.network_diagram(sizes, str(tmp_path / "net.png"), max_nodes, title="net")
+    image = imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) > 100
+
+
+def test_network_diagram_labels_and_errors():
+    fig = plots.network_diagram_figure((2, 3), labels=("x", "y"))
+    assert {"x", "y"} <= {t.get_text() for t in fig.axes[0].texts}
+    with pytest.raises(ValueError, match="layer_sizes"):
+        plots.network_diagram_figure((3,))
+    with pytest.raises(ValueError, match="layer_sizes"):
+        plots.network_diagram_figure((3, 0))
+    with pytest.raises(ValueError, match="max_nodes_per_layer"):
+        plots.network_diagram_figure((3, 4), max_nodes_per_layer=1)
+    with pytest.raises(ValueError, match="labels"):
+        plots.network_diagram_figure((3, 4), labels=("a",))
+
+
+def test_convolution_panels_writes_png(tmp_path):
+    image = np.random.default_rng(0).random((12, 10))
+    path = plots.convolution_panels(image, np.eye(3), {"out": image[1:-1, 1:-1]}, str(tmp_path / "c.png"))
+    assert imread(path).ndim == 3
+
+
+def _flax_param_count(sizes):
+    params = MLP(features=sizes[1:]).init(jax.random.PRNGKey(0), jnp.zeros((1, sizes[0])))
+    return sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
+
+
+def test_network_diagram_cli(tmp_path):
+    result = run_cli("experiments.network_diagram", "--workdir", str(tmp_path), "--layers", "784,128,64,10")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    _check_summary(out, [784, 128, 64, 10], tmp_path)
+
+
+def test_network_diagram_default_is_the_seed_net(tmp_path):
+    out = network_diagram.main(network_diagram.Config(workdir=str(tmp_path)))
+    _check_summary(out, [3, 4, 2], tmp_path)
+
+
+def _check_summary(out, sizes, workdir):
+    shown = _shown(sizes, 10)
+    assert out["layers"] == sizes
+    assert out["parameters"] == _flax_param_count(sizes)
+    assert out["nodes_drawn"] == sum(shown)
+    assert out["edges_drawn"] == sum(a * b for a, b in itertools.pairwise(shown))
+    assert out["plots"] == ["network.png"] and imread(os.path.join(workdir, "network.png")).ndim == 3
+
+
+@pytest.mark.parametrize("flags", [["--layers", "3"], ["--layers", "3,x"], ["--max-nodes", "1"]])
+def test_network_diagram_cli_rejects_bad_flags(flags, tmp_path, capsys):
+    assert cli.run(network_diagram.main, network_diagram.Config, ["--workdir", str(tmp_path), *flags]) == 2
+    assert flags[0] in capsys.readouterr().err
