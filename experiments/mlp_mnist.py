@@ -9,9 +9,8 @@ import dataclasses
 import sys
 
 from nnjax import cli, losses
-from nnjax.config import TrainConfig
+from nnjax.config import TrainConfig, parse_widths
 from nnjax.data import load_dataset
-from nnjax.errors import ConfigError
 from nnjax.models import MLP
 from nnjax.train import fit
 
@@ -26,16 +25,11 @@ class Config(TrainConfig):
     @property
     def hidden_widths(self) -> tuple[int, ...]:
         """``--hidden`` as layer widths, e.g. '128,64' -> (128, 64)."""
-        return tuple(int(w) for w in self.hidden.split(",") if w.strip())
+        return parse_widths(self.hidden, "hidden")
 
     def validate(self) -> None:
         super().validate()
-        try:
-            widths = self.hidden_widths
-        except ValueError:
-            widths = ()
-        if not widths or min(widths) < 1:
-            raise ConfigError(f"--hidden must be comma-separated positive widths like 128,64; got {self.hidden!r}")
+        parse_widths(self.hidden, "hidden")
 
 
 def main(config: Config) -> dict:

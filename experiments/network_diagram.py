@@ -18,7 +18,7 @@ import os
 import sys
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, prepare_workdir
+from nnjax.config import RunConfig, parse_widths, prepare_workdir
 from nnjax.errors import ConfigError
 
 
@@ -33,15 +33,10 @@ class Config(RunConfig):
     @property
     def layer_sizes(self) -> tuple[int, ...]:
         """``--layers`` as widths, e.g. '3,4,2' -> (3, 4, 2)."""
-        return tuple(int(w) for w in self.layers.split(",") if w.strip())
+        return parse_widths(self.layers, "layers", min_count=2)
 
     def validate(self) -> None:
-        try:
-            sizes = self.layer_sizes
-        except ValueError:
-            sizes = ()
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise ConfigError(f"--layers must be >= 2 comma-separated positive widths like 3,4,2; got {self.layers!r}")
+        parse_widths(self.layers, "layers", min_count=2)
         if self.max_nodes < 2:
             raise ConfigError(f"--max-nodes must be >= 2, got {self.max_nodes}")
         super().validate()

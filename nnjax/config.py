@@ -85,6 +85,18 @@ class TrainConfig(RunConfig):
         super().validate()
 
 
+def parse_widths(text: str, flag: str, min_count: int = 1) -> tuple[int, ...]:
+    """Comma-separated positive widths, e.g. '128,64' -> (128, 64); ``ConfigError`` naming ``--flag`` otherwise."""
+    try:
+        widths = tuple(int(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        widths = ()
+    if len(widths) < min_count or min(widths, default=0) < 1:
+        example = ",".join(["128", "64", "10"][:max(min_count, 2)])
+        raise ConfigError(f"--{flag} must be >= {min_count} comma-separated positive widths like {example}; got {text!r}")
+    return widths
+
+
 def prepare_workdir(config: RunConfig, experiment: str, **extra: Any) -> str:
     """Create the run directory and write ``config.json`` (the config plus ``extra``); returns its path."""
     workdir = config.resolved_workdir(experiment)
