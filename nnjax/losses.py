@@ -2,14 +2,36 @@
 
 Trainer objectives have the signature ``objective(outputs, batch) -> dict[str, Array[B]]``: per-example
 values with at least ``'loss'``; the trainer averages them (exactly, with padding masks, in evaluation).
+
+The other losses are pure functions of arrays (predictions first, then targets, as in optax) with an
+explicit ``reduction``:
+
+* ``'mean'`` (default): the mean of the per-element (or, for categorical losses, per-example) values;
+  for weighted losses the weighted mean ``Σ w_i ℓ_i / Σ w_i``;
+* ``'sum'``: their sum (weighted: ``Σ w_i ℓ_i``);
+* ``'none'``: the values themselves, shaped like the predictions (categorical: without the class axis).
+
+Regularizers (``l1_penalty``, ``l2_penalty``) map a params pytree to a scalar that the caller scales by
+λ and adds to a data loss.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nnjax import metrics
+
+REDUCTIONS = ("mean", "sum", "none")
+DEFAULT_EPS = 1e-7
+"""Probability clipping for the probability-space losses. The seeds' 1e-15 only works in float64: in
+float32, ``1 - 1e-15`` rounds to 1, so ``log(1 - p)`` would still be ``log 0``; the binary losses
+therefore never clip closer to 0 or 1 than the input dtype can represent below 1 (see ``_clip_probs``)."""
 
 
 def softmax_cross_entropy(logits_BxK: jax.Array, labels_B: jax.Array) -> jax.Array:
@@ -29,3 +51,241 @@ def classification(logits_BxK: jax.Array, batch: dict[str, jax.Array]) -> dict[s
     else:
         loss = softmax_cross_entropy(logits_BxK, batch["y"])
     return {"loss": loss, "accuracy": metrics.accuracy(logits_BxK, batch["y"])}
+
+
+# --- regression -------------------------------------------------------------------------------------
+
+
+def mse(predictions: jax.Array, targets: jax.Array, reduction: str = "mean") -> jax.Array:
+    """Squared error ``(ŷ - y)²`` of same-shaped arrays, reduced (default: ``mean((y - ŷ)²)``, seeds 003·7, 004·6)."""
+    predictions, targets = _pair(predictions, targets, "predictions", "targets")
+    return _reduce(jnp.square(predictions - targets), reduction)
+
+
+def half_mse(predictions_Mx: jax.Array, targets_Mx: jax.Array) -> jax.Array:
+    """The seed 001·3 form ``1/(2m) Σ (ŷ - y)²``: scalar.
+
+    ``m = predictions.shape[0]`` is the number of examples (examples on the leading axis; the seed
+    stored them as columns of a [1, m] array); the sum runs over every element. For one output per
+    example (shape [m] or [m, 1]) this is exactly ``mse / 2``; with D outputs it is ``D · mse / 2``.
+
+    The factor 2: d/dŷ of ``(ŷ - y)²/2`` is ``ŷ - y``, so the ½ cancels the exponent's 2 and the
+    gradient is ``(ŷ - y)/m`` instead of ``2(ŷ - y)/m``. Same minimiser, half the gradient (the same as
+    halving the learning rate). The seed's docstring writes ``1/m`` but its code computes ``1/(2m)``,
+    so its printed "MSE Loss" is half the mean squared error.
+    """
+    predictions_Mx, targets_Mx = _pair(predictions_Mx, targets_Mx, "predictions", "targets")
+    if predictions_Mx.ndim == 0:
+        raise ValueError("predictions must have a leading example axis (shape [m, ...]), got a scalar")
+    m = predictions_Mx.shape[0]
+    return jnp.sum(jnp.square(predictions_Mx - targets_Mx)) / (2 * m)
+
+
+def huber(predictions: jax.Array, targets: jax.Array, delta: float = 1.0, reduction: str = "mean") -> jax.Array:
+    """Huber loss of the residual ``r = ŷ - y``: ``r²/2`` where ``|r| <= delta``, else ``delta (|r| - delta/2)``.
+
+    Quadratic (half the squared error) near the target, linear with slope ``delta`` (L1-like) far from
+    it, continuous with a continuous derivative at ``|r| = delta``. Same values as ``optax.huber_loss``.
+    ``delta`` may be a traced scalar (it is only range-checked when it is a Python number).
+    """
+    if isinstance(delta, (int, float)) and not delta > 0:
+        raise ValueError(f"delta must be > 0, got {delta}")
+    predictions, targets = _pair(predictions, targets, "predictions", "targets")
+    abs_r = jnp.abs(predictions - targets)
+    quadratic = jnp.minimum(abs_r, delta)
+    return _reduce(0.5 * quadratic**2 + delta * (abs_r - quadratic), reduction)
+
+
+# --- classification ---------------------------------------------------------------------------------
+
+
+def binary_cross_entropy(
+    probs: jax.Array, targets: jax.Array, eps: float = DEFAULT_EPS, reduction: str = "mean"
+) -> jax.Array:
+    """``-[y log p + (1 - y) log(1 - p)]`` on probabilities clipped to ``[eps, 1 - eps]`` (seed 001·3).
+
+    Clipping keeps the loss finite (at most ``-log eps``) and its gradient finite (zero outside the
+    clip range) at ``p = 0`` or ``1``. Prefer ``binary_cross_entropy_with_logits`` when logits exist.
+    """
+    probs, targets = _pair(probs, targets, "probs", "targets")
+    p = _clip_probs(probs, eps)
+    return _reduce(-(targets * jnp.log(p) + (1.0 - targets) * jnp.log1p(-p)), reduction)
+
+
+def binary_cross_entropy_with_logits(logits: jax.Array, targets: jax.Array, reduction: str = "mean") -> jax.Array:
+    """Binary cross-entropy of ``sigmoid(logits)`` in log-sigmoid form, stable for any finite logit.
+
+    ``-[y log σ(x) + (1 - y) log σ(-x)]`` with ``log σ`` computed as ``-softplus(-x)``; equals
+    ``optax.sigmoid_binary_cross_entropy``.
+    """
+    logits, targets = _pair(logits, targets, "logits", "targets")
+    values = -(targets * jax.nn.log_sigmoid(logits) + (1.0 - targets) * jax.nn.log_sigmoid(-logits))
+    return _reduce(values, reduction)
+
+
+def categorical_cross_entropy(
+    probs_xK: jax.Array, targets_xK: jax.Array, eps: float = DEFAULT_EPS, reduction: str = "mean"
+) -> jax.Array:
+    """Per-example ``-Σ_k y_k log p_k`` over the last (class) axis, probabilities clipped below at ``eps``.
+
+    ``targets_xK`` are one-hot or soft targets; ``reduction`` acts on the per-example values [...].
+    """
+    probs_xK, targets_xK = _pair(probs_xK, targets_xK, "probs", "targets")
+    p = jnp.clip(probs_xK, _check_eps(eps), 1.0)
+    return _reduce(-jnp.sum(targets_xK * jnp.log(p), axis=-1), reduction)
+
+
+def categorical_cross_entropy_with_logits(
+    logits_xK: jax.Array, targets_xK: jax.Array, reduction: str = "mean"
+) -> jax.Array:
+    """Per-example ``-Σ_k y_k log softmax(logits)_k`` via ``log_softmax`` (stable); equals ``optax.softmax_cross_entropy``."""
+    logits_xK, targets_xK = _pair(logits_xK, targets_xK, "logits", "targets")
+    return _reduce(-jnp.sum(targets_xK * jax.nn.log_softmax(logits_xK, axis=-1), axis=-1), reduction)
+
+
+# --- segmentation (seed 002·13) ---------------------------------------------------------------------
+
+
+def boundary_weights(mask_xHxW: jax.Array, boundary_weight: float = 4.0, window: int = 3) -> jax.Array:
+    """Per-pixel weights from a binary mask: ``1 + boundary_weight`` on the boundary band, 1 elsewhere.
+
+    ``mask_xHxW`` [..., H, W] is foreground where nonzero. A pixel is on the boundary when the
+    ``window × window`` dilation and erosion of the mask differ there, i.e. its neighbourhood holds
+    both foreground and background (a band on both sides of every edge). The image border is not a
+    boundary: the windows only look at pixels inside the image. Returns float32 [..., H, W].
+    """
+    mask_xHxW = jnp.asarray(mask_xHxW)
+    if mask_xHxW.ndim < 2:
+        raise ValueError(f"mask must have shape [..., H, W], got shape {mask_xHxW.shape}")
+    if isinstance(boundary_weight, (int, float)) and not boundary_weight >= 0:
+        raise ValueError(f"boundary_weight must be >= 0, got {boundary_weight}")
+    if window < 3 or window % 2 == 0:
+        raise ValueError(f"window must be an odd size >= 3, got {window}")
+    foreground = (mask_xHxW != 0).astype(jnp.float32)
+    dims = (1,) * (foreground.ndim - 2) + (window, window)
+    strides = (1,) * foreground.ndim
+    dilated = jax.lax.reduce_window(foreground, -jnp.inf, jax.lax.max, dims, strides, "SAME")
+    eroded = jax.lax.reduce_window(foreground, jnp.inf, jax.lax.min, dims, strides, "SAME")
+    return 1.0 + boundary_weight * (dilated != eroded).astype(jnp.float32)
+
+
+def boundary_weighted_bce(
+    probs: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array | None = None,
+    boundary_weight: float = 4.0,
+    eps: float = DEFAULT_EPS,
+    reduction: str = "mean",
+) -> jax.Array:
+    """Seed 002·13: ``-Σ_i w_i [y_i log p_i + (1 - y_i) log(1 - p_i)]`` on clipped probabilities.
+
+    ``targets`` [..., H, W] is the binary mask; ``weights`` default to ``boundary_weights(targets,
+    boundary_weight)``. Normalisation: ``'mean'`` divides by ``Σ w_i`` (a weighted mean, so the scale
+    does not grow with the number of boundary pixels), ``'sum'`` is the seed's formula, ``'none'``
+    returns the per-pixel ``w_i ℓ_i``.
+    """
+    values = binary_cross_entropy(probs, targets, eps, reduction="none")
+    return _reduce(values, reduction, _weights(weights, targets, values, boundary_weight))
+
+
+def boundary_weighted_bce_with_logits(
+    logits: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array | None = None,
+    boundary_weight: float = 4.0,
+    reduction: str = "mean",
+) -> jax.Array:
+    """``boundary_weighted_bce`` on ``sigmoid(logits)``, computed stably in log-sigmoid form."""
+    values = binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return _reduce(values, reduction, _weights(weights, targets, values, boundary_weight))
+
+
+# --- multitask (seed 002·5) ---------------------------------------------------------------------------
+
+
+def multitask_uncertainty_loss(losses_T: jax.Array | Sequence[jax.Array], log_vars_T: jax.Array) -> jax.Array:
+    """Homoscedastic-uncertainty weighting of T task losses: ``Σ_i exp(-s_i) L_i + s_i``: scalar.
+
+    ``log_vars_T`` are learned log-variances ``s_i = log σ_i²``: a task with a larger loss learns a
+    larger ``s_i`` and so a smaller weight ``exp(-s_i)``; the ``+ s_i`` term stops every weight from
+    collapsing to 0. For fixed ``L_i > 0`` each term is minimised at ``s_i = log L_i`` (where
+    ``d/ds_i = 1 - exp(-s_i) L_i = 0``), with minimum ``1 + log L_i``.
+    """
+    losses_T = jnp.stack(losses_T) if isinstance(losses_T, (list, tuple)) else jnp.asarray(losses_T)
+    log_vars_T = jnp.asarray(log_vars_T)
+    if losses_T.ndim != 1 or losses_T.shape != log_vars_T.shape:
+        raise ValueError(
+            f"losses and log_vars must both have shape [T], got {losses_T.shape} and {log_vars_T.shape}"
+        )
+    return jnp.sum(jnp.exp(-log_vars_T) * losses_T + log_vars_T)
+
+
+# --- regularizers (seed 003·8) ----------------------------------------------------------------------
+
+
+def l1_penalty(params: Any) -> jax.Array:
+    """Lasso penalty ``Σ |w|`` over every leaf of a params pytree: scalar (scale by λ yourself)."""
+    return sum((jnp.sum(jnp.abs(leaf)) for leaf in jax.tree.leaves(params)), jnp.zeros((), jnp.float32))
+
+
+def l2_penalty(params: Any) -> jax.Array:
+    """Ridge penalty ``Σ w²`` over every leaf of a params pytree: scalar (scale by λ yourself).
+
+    No ½: this is the seed's term, twice ``Σ optax.l2_loss(w)``; its gradient is ``2w``.
+    """
+    return sum((jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(params)), jnp.zeros((), jnp.float32))
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def _as_float(x: jax.Array) -> jax.Array:
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
+def _pair(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> tuple[jax.Array, jax.Array]:
+    """Both arrays as floats, checked to have the same shape."""
+    a, b = _as_float(a), _as_float(b)
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}")
+    return a, b
+
+
+def _check_eps(eps: float) -> float:
+    if not 0 < eps < 0.5:
+        raise ValueError(f"eps must be in (0, 0.5), got {eps}")
+    return eps
+
+
+def _clip_probs(probs: jax.Array, eps: float) -> jax.Array:
+    """``probs`` clipped to ``[lo, 1 - lo]``: ``1 - eps`` rounded to the probs' dtype and capped below 1 gives
+    the upper bound, and ``lo = max(eps, 1 - upper)``, so both ends are clipped alike (in float32,
+    ``eps = 1e-7`` becomes ``lo = 2⁻²³ ≈ 1.19e-7``) and ``BCE(p, y) == BCE(1 - p, 1 - y)``."""
+    hi = min(float(np.asarray(1.0 - _check_eps(eps)).astype(probs.dtype)), 1.0 - float(jnp.finfo(probs.dtype).epsneg))
+    return jnp.clip(probs, max(eps, 1.0 - hi), hi)
+
+
+def _weights(weights: jax.Array | None, targets: jax.Array, values: jax.Array, boundary_weight: float) -> jax.Array:
+    if weights is None:
+        return boundary_weights(targets, boundary_weight)
+    weights = _as_float(weights)
+    if weights.shape != values.shape:
+        raise ValueError(f"weights must have the shape of targets {values.shape}, got {weights.shape}")
+    return weights
+
+
+def _reduce(values: jax.Array, reduction: str, weights: jax.Array | None = None) -> jax.Array:
+    """Apply ``reduction`` (see the module docstring) to ``values``, optionally weighted."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    if weights is not None:
+        weighted = weights * values
+        if reduction == "mean":
+            return jnp.sum(weighted) / jnp.sum(weights)
+        values = weighted
+    if reduction == "mean":
+        return jnp.mean(values)
+    if reduction == "sum":
+        return jnp.sum(values)
+    return values

@@ -326,3 +326,49 @@ def lr_schedule(epochs_E: Any, lr_E: Any, path: str, marks_every: int = 0, title
     ax.legend()
     ax.set_title(title or "learning-rate schedule")
     return save_figure(fig, path)
+
+
+def compare_curves(histories: dict[str, Sequence[dict[str, Any]]], metric: str, path: str, title: str = "") -> str:
+    """Per-epoch train (solid) and validation (dashed) ``metric`` of several runs' metric rows; returns ``path``."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for i, (name, rows) in enumerate(histories.items()):
+        epochs = [row for row in rows if row["kind"] == "epoch"]
+        for split, style in (("train", "-"), ("val", "--")):
+            points = [(row["epoch"], row[f"{split}_{metric}"]) for row in epochs if f"{split}_{metric}" in row]
+            if points:
+                ax.plot(*zip(*points), style, color=f"C{i}", label=f"{name} ({split})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def mixed_examples(x_NxHxWxC: Any, y_soft_NxK: Any, path: str, title: str = "", columns: int = 4) -> str:
+    """Grid of (mixed) images, each titled with its non-zero label weights ``class:weight``; returns ``path``."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    x = np.asarray(x_NxHxWxC)
+    weights = np.asarray(y_soft_NxK)
+    rows = -(-len(x) // columns)
+    fig = Figure(figsize=(2.2 * columns, 2.7 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= len(x):
+            continue
+        image = x[i, ..., 0] if x.shape[-1] == 1 else x[i]
+        ax.imshow(image, cmap="gray" if x.shape[-1] == 1 else None)
+        order = np.argsort(-weights[i])
+        ax.set_title(" ".join(f"{k}:{weights[i, k]:.2f}" for k in order if weights[i, k] > 1e-6), fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

@@ -23,7 +23,7 @@ from nnjax.optim import make_optimizer
 from nnjax.train.checkpoint import Checkpointer
 from nnjax.train.parallel import Parallel
 from nnjax.train.state import TrainState, create_train_state
-from nnjax.train.steps import Objective
+from nnjax.train.steps import Augment, Objective
 from nnjax.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,15 @@ def fit(
     objective: Objective,
     experiment: str,
     tx: optax.GradientTransformation | None = None,
+    augment: Augment | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` to minimise ``objective`` as ``config`` says; resume if possible.
 
     Writes ``config.json``, ``metrics.jsonl``, TensorBoard events, checkpoints and
     ``learning_curves.png`` into the run directory, and evaluates on the test split at the end.
-    ``tx`` overrides the optimizer named by ``config.optimizer``.
+    ``tx`` overrides the optimizer named by ``config.optimizer``; ``augment(key, batch) -> batch``
+    (e.g. ``nnjax.scratch.regularization.augmentation('mixup', K)``) transforms every training batch
+    inside the jitted step, never validation or test batches.
     """
     workdir = prepare_workdir(config, experiment, data_source=data.source)
 
@@ -97,7 +100,7 @@ def fit(
     if steps_per_epoch == 0:
         raise ConfigError(f"--batch-size {config.batch_size} is larger than the {n_train} training examples")
     total_steps = config.epochs * steps_per_epoch
-    parallel = Parallel(config.parallel, objective, config.batch_size, config.eval_batch_size)
+    parallel = Parallel(config.parallel, objective, config.batch_size, config.eval_batch_size, augment)
 
     tx = tx or make_optimizer(config.optimizer, config.learning_rate)
     state = create_train_state(model, tx, train["x"][: config.batch_size], jax.random.PRNGKey(config.seed))

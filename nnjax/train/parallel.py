@@ -27,15 +27,20 @@ from jax.sharding import PartitionSpec as P
 from nnjax.config import PARALLEL_MODES
 from nnjax.errors import ConfigError
 from nnjax.train.state import TrainState
-from nnjax.train.steps import Batch, Metrics, Objective, make_eval_step, make_train_chunk, make_train_step
+from nnjax.train.steps import Augment, Batch, Metrics, Objective, make_eval_step, make_train_chunk, make_train_step
 
 log = logging.getLogger(__name__)
 
 
 class Parallel:
-    """Placement plus compiled train/eval steps for one parallelism ``mode``."""
+    """Placement plus compiled train/eval steps for one parallelism ``mode``.
 
-    def __init__(self, mode: str, objective: Objective, batch_size: int, eval_batch_size: int):
+    ``augment(key, batch) -> batch``, if given, transforms every training batch inside the step.
+    """
+
+    def __init__(
+        self, mode: str, objective: Objective, batch_size: int, eval_batch_size: int, augment: Augment | None = None
+    ):
         if mode not in PARALLEL_MODES:
             raise ConfigError(f"--parallel must be one of {', '.join(PARALLEL_MODES)}, got {mode!r}")
         self.mode = mode
@@ -49,19 +54,19 @@ class Parallel:
         self.compile_seconds = 0.0
         self._compiled: dict[Any, Any] = {}
         if mode == "none":
-            self._init_single(objective)
+            self._init_single(objective, augment)
         elif mode == "jit":
-            self._init_mesh(objective)
+            self._init_mesh(objective, augment)
         else:
-            self._init_pmap(objective)
+            self._init_pmap(objective, augment)
 
     @property
     def supports_scan(self) -> bool:
         """Whether whole chunks of steps can run in one ``lax.scan`` over device-resident data."""
         return self._train_chunk is not None
 
-    def _init_single(self, objective: Objective) -> None:
-        step = make_train_step(objective)
+    def _init_single(self, objective: Objective, augment: Augment | None) -> None:
+        step = make_train_step(objective, augment=augment)
         self._train_step = jax.jit(step, donate_argnums=0)
         self._train_chunk = jax.jit(make_train_chunk(step), donate_argnums=0)
         self._eval_step = jax.jit(make_eval_step(objective))
@@ -71,11 +76,11 @@ class Parallel:
         self.host_state = jax.device_get
         self._host_metrics = lambda m: m
 
-    def _init_mesh(self, objective: Objective) -> None:
+    def _init_mesh(self, objective: Objective, augment: Augment | None) -> None:
         mesh = Mesh(np.array(jax.devices()), ("data",))
         replicated = NamedSharding(mesh, P())
         sharded = NamedSharding(mesh, P("data"))
-        step = make_train_step(objective)
+        step = make_train_step(objective, augment=augment)
         constrain = lambda batch: jax.lax.with_sharding_constraint(batch, sharded)  # noqa: E731
         self._train_step = jax.jit(
             step, in_shardings=(replicated, sharded), out_shardings=(replicated, replicated), donate_argnums=0
@@ -93,8 +98,8 @@ class Parallel:
         self.host_state = jax.device_get
         self._host_metrics = lambda m: m
 
-    def _init_pmap(self, objective: Objective) -> None:
-        self._train_step = jax.pmap(make_train_step(objective, "batch"), axis_name="batch", donate_argnums=0)
+    def _init_pmap(self, objective: Objective, augment: Augment | None) -> None:
+        self._train_step = jax.pmap(make_train_step(objective, "batch", augment), axis_name="batch", donate_argnums=0)
         self._train_chunk = None
         self._eval_step = jax.pmap(make_eval_step(objective, "batch"), axis_name="batch")
         devices = self.num_devices

@@ -2,7 +2,8 @@
 
 An objective maps ``(model_outputs, batch)`` to per-example arrays ``{'loss': [B], ...}``.
 With ``axis_name`` set (pmap), gradients, metrics and BatchNorm statistics are averaged across
-devices so every replica stays identical.
+devices so every replica stays identical. An optional ``augment(key, batch) -> batch`` (mixup,
+cutmix, ...) transforms each training batch inside the step; evaluation batches are never augmented.
 """
 
 from __future__ import annotations
@@ -18,15 +19,27 @@ from nnjax.train.state import TrainState, model_variables
 Batch = dict[str, jax.Array]
 Objective = Callable[[Any, Batch], dict[str, jax.Array]]
 Metrics = dict[str, jax.Array]
+Augment = Callable[[jax.Array, Batch], Batch]
 
 
-def make_train_step(objective: Objective, axis_name: str | None = None) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-    """``train_step(state, batch) -> (state, batch-mean metrics)``: one gradient update."""
+def make_train_step(
+    objective: Objective, axis_name: str | None = None, augment: Augment | None = None
+) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """``train_step(state, batch) -> (state, batch-mean metrics)``: one gradient update.
+
+    The state's key is split once per step into the next key and a step key (folded with the
+    device index under pmap). With ``augment``, the step key is split again into the augmentation
+    key and the dropout key, and the objective sees ``augment(key, batch)``; without it the step
+    key goes to dropout unchanged.
+    """
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         rng, step_key = jax.random.split(state.rng)
         if axis_name is not None:
             step_key = jax.random.fold_in(step_key, jax.lax.axis_index(axis_name))
+        if augment is not None:
+            step_key, augment_key = jax.random.split(step_key)
+            batch = augment(augment_key, batch)
 
         def loss_fn(params):
             outputs, updates = state.apply_fn(

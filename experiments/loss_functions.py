@@ -1,0 +1,193 @@
+"""Seeds 001 slide 3, 003 slides 7-8, 004 slide 6, 002 slide 5: loss functions and regularization.
+
+Computes the seeds' BCE/MSE examples with ``nnjax.losses``, plots MSE vs cross-entropy for a
+constant prediction p (finite at p = 0 and 1 thanks to clipping), plots loss against a weight with
+no/L1/L2 regularization on y = 2x + 1 + noise, and learns multitask log-variances, which converge
+to log L_i.
+
+    python -m experiments.loss_functions
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nnjax import cli, losses, plots
+from nnjax.config import RunConfig, prepare_workdir
+from nnjax.errors import ConfigError
+from nnjax.scratch.descent import minimize
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(RunConfig):
+    """Seed examples; 003·7 comparison on y = [0, 1, 1, 0]; 003·8 with λ = 0.1; multitask L = 2, 0.5, 0.1."""
+
+    eps: float = losses.DEFAULT_EPS
+    num_points: int = 101
+    reg_lambda: float = 0.1
+    noise_std: float = 2.0
+    multitask_losses: str = "2.0,0.5,0.1"
+    multitask_steps: int = 300
+    learning_rate: float = 0.1
+
+    @property
+    def task_losses(self) -> tuple[float, ...]:
+        """``--multitask-losses`` as floats."""
+        return tuple(float(v) for v in self.multitask_losses.split(",") if v.strip())
+
+    def validate(self) -> None:
+        if not 0 < self.eps < 0.5:
+            raise ConfigError(f"--eps must be in (0, 0.5), got {self.eps}")
+        if self.num_points < 3:
+            raise ConfigError(f"--num-points must be >= 3, got {self.num_points}")
+        if self.reg_lambda < 0 or self.noise_std < 0:
+            raise ConfigError(f"--reg-lambda and --noise-std must be >= 0, got {self.reg_lambda} and {self.noise_std}")
+        try:
+            task_losses = self.task_losses
+        except ValueError:
+            task_losses = ()
+        if not task_losses or min(task_losses) <= 0:
+            raise ConfigError(f"--multitask-losses must be comma-separated positive numbers; got {self.multitask_losses!r}")
+        if self.multitask_steps < 1:
+            raise ConfigError(f"--multitask-steps must be >= 1, got {self.multitask_steps}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        super().validate()
+
+
+REGULARIZERS = ("No regularization", "L1", "L2")
+
+
+def _r(value) -> float:
+    return round(float(value), 6)
+
+
+@functools.partial(jax.jit, static_argnames=("eps",))
+def seed_examples(eps: float) -> dict:
+    """The printed examples of seeds 001·3 (``1/(2m)`` MSE form) and 004·6 (mean form)."""
+    y_001, p_001 = jnp.array([0.0, 1.0, 1.0]), jnp.array([0.1, 0.9, 0.8])
+    y_004, p_004 = jnp.array([1.0, 0.0, 1.0, 1.0]), jnp.array([0.9, 0.1, 0.8, 0.95])
+    return {
+        "seed_001_3": {
+            "bce": losses.binary_cross_entropy(p_001, y_001, eps),
+            "mse_half_form": losses.half_mse(p_001, y_001),
+            "mse_mean_form": losses.mse(p_001, y_001),
+        },
+        "seed_004_6": {
+            "mse": losses.mse(p_004, y_004),
+            "bce": losses.binary_cross_entropy(p_004, y_004, eps),
+        },
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("eps",))
+def comparison_curves(p_P: jax.Array, y_4: jax.Array, eps: float) -> dict[str, jax.Array]:
+    """Seed 003·7: MSE and clipped cross-entropy when every prediction equals p, for each p: [P] each."""
+    constant_PxY = jnp.broadcast_to(p_P[:, None], (p_P.shape[0], y_4.shape[0]))
+    return {
+        "MSE": jax.vmap(lambda pred: losses.mse(pred, y_4))(constant_PxY),
+        "Cross-entropy": jax.vmap(lambda pred: losses.binary_cross_entropy(pred, y_4, eps))(constant_PxY),
+    }
+
+
+@jax.jit
+def regularization_curves(key: jax.Array, noise_std: float, w_W: jax.Array, reg_lambda: float) -> dict[str, jax.Array]:
+    """Seed 003·8: ``mse(x·w, y) + λ · penalty(w)`` of the one-weight model for every w in ``w_W``: [W] each.
+
+    Data: 100 points x in [0, 10], y = 2x + 1 + noise (no bias in the model, as in the seed). Also returns
+    each curve's exact minimiser: with ``mse(w) = a w² - 2 c w + const``, ``a = mean(x²)``, ``c = mean(x y)``,
+    it is ``c / a`` (none), ``(c - λ/2 · sign c) / a`` (L1, soft threshold) and ``c / (a + λ)`` (L2).
+    """
+    x_N = jnp.linspace(0.0, 10.0, 100)
+    y_N = 2 * x_N + 1 + noise_std * jax.random.normal(key, x_N.shape)
+    data_loss_W = jax.vmap(lambda w: losses.mse(x_N * w, y_N))(w_W)
+    a, c = jnp.mean(x_N**2), jnp.mean(x_N * y_N)
+    curves = {
+        "No regularization": data_loss_W,
+        "L1": data_loss_W + reg_lambda * jax.vmap(losses.l1_penalty)(w_W),
+        "L2": data_loss_W + reg_lambda * jax.vmap(losses.l2_penalty)(w_W),
+    }
+    argmins = {
+        "No regularization": c / a,
+        "L1": jnp.sign(c) * jnp.maximum(jnp.abs(c) - reg_lambda / 2, 0.0) / a,
+        "L2": c / (a + reg_lambda),
+    }
+    return {"curves": curves, "closed_form_argmin": argmins}
+
+
+@functools.partial(jax.jit, static_argnames=("steps",))
+def fit_log_vars(losses_T: jax.Array, learning_rate: float, steps: int) -> dict[str, jax.Array]:
+    """Seed 002·5: Adam on the log-variances ``s`` of ``multitask_uncertainty_loss`` for fixed task losses."""
+    objective = jax.value_and_grad(lambda s: losses.multitask_uncertainty_loss(losses_T, s))
+    run = minimize(objective, jnp.zeros_like(losses_T), optax.adam(learning_rate), steps)
+    return {
+        "log_vars": run.params,
+        "initial_loss": run.loss_T[0],
+        "final_loss": losses.multitask_uncertainty_loss(losses_T, run.params),
+    }
+
+
+def main(config: Config) -> dict:
+    workdir = prepare_workdir(config, "loss_functions")
+    result = jax.tree.map(_r, jax.device_get(seed_examples(config.eps)))
+
+    p_P = jnp.linspace(0.0, 1.0, config.num_points)
+    comparison = jax.device_get(comparison_curves(p_P, jnp.array([0.0, 1.0, 1.0, 0.0]), config.eps))
+    comparison = {name: comparison[name] for name in ("MSE", "Cross-entropy")}
+    plots.loss_curves(
+        p_P, comparison, os.path.join(workdir, "loss_comparison.png"),
+        xlabel="constant prediction p", ylabel="loss", title="MSE vs cross-entropy on y = [0, 1, 1, 0]",
+    )
+    p_P = np.asarray(p_P)
+    result["comparison"] = {
+        name: {"at_p0": _r(v[0]), "at_p_half": _r(v[config.num_points // 2]), "at_p1": _r(v[-1]),
+               "argmin_p": _r(p_P[np.argmin(v)]), "all_finite": bool(np.all(np.isfinite(v)))}
+        for name, v in comparison.items()
+    }
+
+    w_W = jnp.linspace(-10.0, 10.0, config.num_points * 10)
+    regularization = jax.device_get(
+        regularization_curves(jax.random.key(config.seed), config.noise_std, w_W, config.reg_lambda)
+    )
+    curves = {name: regularization["curves"][name] for name in REGULARIZERS}
+    w_W = np.asarray(w_W)
+    best = w_W[np.argmin(curves["No regularization"])]
+    plots.loss_curves(
+        w_W, curves, os.path.join(workdir, "regularization.png"),
+        xlabel="weight", ylabel="loss", title=f"Effect of regularization on loss (λ = {config.reg_lambda:g})",
+        zoom=(float(best) - 0.5, float(best) + 0.5),
+    )
+    result["regularization"] = {
+        name: {"argmin_weight": _r(w_W[np.argmin(v)]), "closed_form_argmin": _r(regularization["closed_form_argmin"][name]),
+               "min_loss": _r(np.min(v))}
+        for name, v in curves.items()
+    }
+    result["regularization_grid_spacing"] = _r(w_W[1] - w_W[0])
+
+    losses_T = np.asarray(config.task_losses, np.float32)
+    fit = jax.device_get(fit_log_vars(jnp.asarray(losses_T), config.learning_rate, config.multitask_steps))
+    optimum_T = np.log(losses_T)
+    result["multitask"] = {
+        "task_losses": list(config.task_losses),
+        "learned_log_vars": [_r(s) for s in fit["log_vars"]],
+        "log_task_losses": [_r(s) for s in optimum_T],
+        "max_abs_error": float(f"{np.max(np.abs(fit['log_vars'] - optimum_T)):.3g}"),
+        "initial_loss": _r(fit["initial_loss"]),
+        "final_loss": _r(fit["final_loss"]),
+        "closed_form_min_loss": _r(np.sum(1 + optimum_T)),
+        "task_weights": [_r(w) for w in np.exp(-fit["log_vars"])],
+    }
+    result |= {"plots": ["loss_comparison.png", "regularization.png"], "workdir": workdir}
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, Config, prog="loss_functions"))
