@@ -16,9 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from nnjax import cli, losses
-from nnjax.config import OPTIMIZERS, TrainConfig
+from nnjax.config import OPTIMIZERS, TrainConfig, check_positive
 from nnjax.data import load_dataset
-from nnjax.errors import ConfigError
 from nnjax.models import BackpropMLP
 from nnjax.scratch import mlp
 from nnjax.scratch.activations import ACTIVATIONS
@@ -39,8 +38,7 @@ class Config(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.hidden < 1:
-            raise ConfigError(f"--hidden must be >= 1, got {self.hidden}")
+        check_positive(self, "hidden")
 
 
 def max_grad_error(model: BackpropMLP, x: jax.Array, y: jax.Array) -> float:

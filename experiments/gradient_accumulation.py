@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from nnjax import cli, losses
-from nnjax.config import TrainConfig
+from nnjax.config import TrainConfig, check_positive
 from nnjax.data import load_dataset
 from nnjax.errors import ConfigError
 from nnjax.models import MLP
@@ -40,10 +40,7 @@ class Config(TrainConfig):
     hidden: int = 64
 
     def validate(self) -> None:
-        if self.accumulate_steps < 1:
-            raise ConfigError(f"--accumulate-steps must be >= 1, got {self.accumulate_steps}")
-        if self.hidden < 1:
-            raise ConfigError(f"--hidden must be >= 1, got {self.hidden}")
+        check_positive(self, "accumulate_steps", "hidden")
         super().validate()
 
 

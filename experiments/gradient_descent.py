@@ -14,8 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, prepare_workdir
-from nnjax.errors import ConfigError
+from nnjax.config import RunConfig, check_positive, prepare_workdir
 from nnjax.scratch.descent import minimize
 from nnjax.scratch.optimizers import sgd
 
@@ -46,10 +45,7 @@ class Config(RunConfig):
     steps: int = 50
 
     def validate(self) -> None:
-        if self.steps < 1:
-            raise ConfigError(f"--steps must be >= 1, got {self.steps}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        check_positive(self, "steps", "learning_rate")
         super().validate()
 
 

@@ -17,8 +17,7 @@ import numpy as np
 import optax
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, prepare_workdir
-from nnjax.errors import ConfigError
+from nnjax.config import RunConfig, check_positive, prepare_workdir
 from nnjax.optim import effective_learning_rates, step_lr
 
 
@@ -33,13 +32,7 @@ class Config(RunConfig):
     print_every: int = 10
 
     def validate(self) -> None:
-        for name in ("step_size", "epochs", "print_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
-        if not self.gamma > 0:
-            raise ConfigError(f"--gamma must be > 0, got {self.gamma}")
+        check_positive(self, "step_size", "epochs", "print_every", "learning_rate", "gamma")
         super().validate()
 
 

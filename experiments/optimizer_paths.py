@@ -18,8 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, prepare_workdir
-from nnjax.errors import ConfigError
+from nnjax.config import RunConfig, check_positive, prepare_workdir
 from nnjax.scratch import optimizers
 from nnjax.scratch.descent import minimize
 
@@ -45,10 +44,7 @@ class Config(RunConfig):
     y0: float = 3.0
 
     def validate(self) -> None:
-        if self.steps < 1:
-            raise ConfigError(f"--steps must be >= 1, got {self.steps}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        check_positive(self, "steps", "learning_rate")
         super().validate()
 
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, prepare_workdir
+from nnjax.config import RunConfig, check_positive, prepare_workdir
 from nnjax.errors import ConfigError
 from nnjax.models import MLP
 from nnjax.scratch.descent import minimize
@@ -39,11 +39,7 @@ class Config(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("epochs", "batch_size", "test_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        check_positive(self, "epochs", "batch_size", "test_size", "learning_rate")
         if self.noise < 0:
             raise ConfigError(f"--noise must be >= 0, got {self.noise}")
 

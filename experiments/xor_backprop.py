@@ -19,8 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, prepare_workdir
-from nnjax.errors import ConfigError
+from nnjax.config import RunConfig, check_positive, prepare_workdir
 from nnjax.scratch import mlp
 from nnjax.scratch.descent import minimize
 
@@ -39,11 +38,7 @@ class Config(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("hidden", "iterations"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        check_positive(self, "hidden", "iterations", "learning_rate")
 
 
 def max_grad_error(params: mlp.Params, loss: str) -> float:

@@ -71,18 +71,24 @@ class TrainConfig(RunConfig):
     scan_epoch: bool = True
 
     def validate(self) -> None:
-        positive = ("epochs", "batch_size", "eval_batch_size", "log_every_steps", "keep_checkpoints")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        check_positive(self, "epochs", "batch_size", "eval_batch_size", "log_every_steps", "keep_checkpoints")
         for name in ("checkpoint_every_epochs", "checkpoint_every_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0 (0 disables), got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        check_positive(self, "learning_rate")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ConfigError(f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
         super().validate()
+
+
+def check_positive(config: RunConfig, *names: str) -> None:
+    """``ConfigError`` naming the first of ``names`` whose value is not positive (ints >= 1, floats > 0)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, int) and value < 1:
+            raise ConfigError(f"--{_flag(name)} must be >= 1, got {value}")
+        if isinstance(value, float) and not value > 0:
+            raise ConfigError(f"--{_flag(name)} must be > 0, got {value}")
 
 
 def parse_widths(text: str, flag: str, min_count: int = 1) -> tuple[int, ...]:

@@ -100,7 +100,20 @@ def sgd(learning_rate: LearningRate) -> optax.GradientTransformation:
 
 def ema_momentum(learning_rate: LearningRate, beta: float = 0.9) -> optax.GradientTransformation:
     """Momentum as in seed 001.4: the velocity is an EMA of gradients, v = βv + (1-β)g; Δ = -α v."""
+    return momentum(learning_rate, beta, dampening=beta)
+
+
+def momentum(
+    learning_rate: LearningRate, beta: float = 0.9, nesterov: bool = False, dampening: float = 0.0
+) -> optax.GradientTransformation:
+    """Momentum v = βv + (1 - dampening) g; Δ = -α v, or Nesterov's Δ = -α (g + βv) with ``nesterov=True``.
+
+    ``dampening=0`` is heavy-ball momentum (PyTorch/optax); ``dampening=β`` is the EMA form (``ema_momentum``).
+    """
     _check_unit_interval("beta", beta)
+    _check_unit_interval("dampening", dampening)
+    if nesterov and dampening:
+        raise ValueError(f"nesterov momentum needs dampening=0, got dampening={dampening}")
 
     def init(params: Params) -> MomentumState:
         return MomentumState(count=_count(), velocity=_zeros_like(params))
@@ -108,24 +121,7 @@ def ema_momentum(learning_rate: LearningRate, beta: float = 0.9) -> optax.Gradie
     def update(grads: Params, state: MomentumState, params: Params | None = None) -> tuple[Params, MomentumState]:
         del params
         lr = _rate(learning_rate, state.count)
-        velocity = jax.tree.map(lambda v, g: beta * v + (1.0 - beta) * g, state.velocity, grads)
-        updates = jax.tree.map(lambda v: -lr * v, velocity)
-        return updates, MomentumState(count=state.count + 1, velocity=velocity)
-
-    return optax.GradientTransformation(init, update)
-
-
-def momentum(learning_rate: LearningRate, beta: float = 0.9, nesterov: bool = False) -> optax.GradientTransformation:
-    """Heavy-ball momentum v = βv + g; Δ = -α v, or Nesterov's Δ = -α (g + βv) with ``nesterov=True``."""
-    _check_unit_interval("beta", beta)
-
-    def init(params: Params) -> MomentumState:
-        return MomentumState(count=_count(), velocity=_zeros_like(params))
-
-    def update(grads: Params, state: MomentumState, params: Params | None = None) -> tuple[Params, MomentumState]:
-        del params
-        lr = _rate(learning_rate, state.count)
-        velocity = jax.tree.map(lambda v, g: g + beta * v, state.velocity, grads)
+        velocity = jax.tree.map(lambda v, g: beta * v + (1.0 - dampening) * g, state.velocity, grads)
         direction = jax.tree.map(lambda v, g: g + beta * v, velocity, grads) if nesterov else velocity
         updates = jax.tree.map(lambda d: -lr * d, direction)
         return updates, MomentumState(count=state.count + 1, velocity=velocity)
