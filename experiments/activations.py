@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, prepare_workdir
+from nnjax.config import RunConfig, check_positive, prepare_workdir
 from nnjax.errors import ConfigError
 from nnjax.scratch import activations
 
@@ -33,8 +33,7 @@ class Config(RunConfig):
     num_points: int = 201
 
     def validate(self) -> None:
-        if not self.z_max > 0:
-            raise ConfigError(f"--z-max must be > 0, got {self.z_max}")
+        check_positive(self, "z_max")
         if self.num_points < 2:
             raise ConfigError(f"--num-points must be >= 2, got {self.num_points}")
         super().validate()

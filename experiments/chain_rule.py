@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, prepare_workdir
+from nnjax.config import RunConfig, check_positive, prepare_workdir
 from nnjax.errors import ConfigError
 from nnjax.scratch import chain_rule
 
@@ -59,8 +59,7 @@ class Config(RunConfig):
             raise ConfigError(
                 f"--chain must be comma-separated names from {', '.join(chain_rule.SCALAR_FUNCTIONS)}; got {self.chain!r}"
             )
-        if not self.x_max > 0:
-            raise ConfigError(f"--x-max must be > 0, got {self.x_max}")
+        check_positive(self, "x_max")
         if self.num_points < 2:
             raise ConfigError(f"--num-points must be >= 2, got {self.num_points}")
         super().validate()

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from nnjax import cli, losses, plots
-from nnjax.config import RunConfig, prepare_workdir
+from nnjax.config import RunConfig, check_positive, prepare_workdir
 from nnjax.errors import ConfigError
 from nnjax.scratch.descent import minimize
 
@@ -56,10 +56,7 @@ class Config(RunConfig):
             task_losses = ()
         if not task_losses or min(task_losses) <= 0:
             raise ConfigError(f"--multitask-losses must be comma-separated positive numbers; got {self.multitask_losses!r}")
-        if self.multitask_steps < 1:
-            raise ConfigError(f"--multitask-steps must be >= 1, got {self.multitask_steps}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        check_positive(self, "multitask_steps", "learning_rate")
         super().validate()
 
 

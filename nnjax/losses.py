@@ -153,6 +153,7 @@ def boundary_weights(mask_xHxW: jax.Array, boundary_weight: float = 4.0, window:
     ``window × window`` dilation and erosion of the mask differ there, i.e. its neighbourhood holds
     both foreground and background (a band on both sides of every edge). The image border is not a
     boundary: the windows only look at pixels inside the image. Returns float32 [..., H, W].
+    ``boundary_weight`` may be a traced scalar (range-checked only when it is a Python number).
     """
     mask_xHxW = jnp.asarray(mask_xHxW)
     if mask_xHxW.ndim < 2:

@@ -15,6 +15,8 @@ from conftest import run_cli
 from hypothesis import given, settings
 
 from nnjax import losses
+from nnjax.config import parse_config
+from nnjax.errors import ConfigError
 from nnjax.scratch.descent import minimize
 
 N = 12
@@ -399,3 +401,15 @@ def test_loss_functions_demo(tmp_path):
     assert multitask["final_loss"] == pytest.approx(multitask["closed_form_min_loss"], abs=1e-4)
     for name in result["plots"]:
         assert os.path.getsize(tmp_path / name) > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--multitask-losses", "1,-2"], "--multitask-losses must be"), (["--eps", "0.7"], "--eps must be in"),
+     (["--multitask-steps", "0"], "--multitask-steps must be >= 1")],
+)
+def test_demo_config_errors_name_the_flag(args, message):
+    from experiments.loss_functions import Config
+
+    with pytest.raises(ConfigError, match=message):
+        parse_config(Config, args)
