@@ -5,7 +5,8 @@
 
 Trains an MLP on the scikit-learn digits through ``nnjax.train.fit`` with the optimizer wrapped in
 ``optax.MultiSteps`` (``nnjax.optim.accumulate``): ``--batch-size`` is the micro-batch, so each
-update uses the mean gradient of ``accumulate_steps × batch_size`` examples. Before training it
+update uses the mean gradient of ``accumulate_steps × batch_size`` examples (a group may straddle
+an epoch boundary; ``steps`` in the result counts micro-batches). Before training it
 measures, from the initial parameters, how far one accumulated update lands from one update on
 the equivalent big batch (MultiSteps and the hand-written ``lax.scan`` accumulation).
 """

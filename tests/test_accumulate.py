@@ -34,7 +34,7 @@ def _mlp_problem(seed: int, n: int, d: int = 5, h: int = 7):
     return params, batch, loss_fn
 
 
-@settings(deadline=None, max_examples=4)
+@settings(deadline=None, max_examples=3)
 @given(k=st.integers(1, 5), b=st.integers(1, 6), seed=st.integers(0, 2**16))
 def test_scan_accumulation_equals_big_batch_grad(k, b, seed):
     params, batch, loss_fn = _mlp_problem(seed, k * b)

@@ -76,24 +76,25 @@ def accumulation_gap(
     ``'multisteps'`` -- ``optax.MultiSteps(tx, num_micro)`` (what ``nnjax.optim.accumulate``
     builds) called once per micro-batch;
     ``'scan'`` -- one step of ``tx`` on ``accumulate_gradient``'s mean gradient.
+    All three are computed in one jitted function.
     """
-    loss_and_grad = jax.value_and_grad(loss_fn)
-    grad_fn = jax.jit(jax.grad(loss_fn))
+    multi = optax.MultiSteps(tx, every_k_schedule=num_micro)
 
-    @jax.jit
-    def one_step(grads):
+    def one_step(params, grads):
         updates, _ = tx.update(grads, tx.init(params), params)
         return optax.apply_updates(params, updates)
 
-    reference = one_step(grad_fn(params, batch))
-    scanned = one_step(jax.jit(accumulate_gradient, static_argnums=(0, 3))(loss_and_grad, params, batch, num_micro)[1])
+    def micro_step(carry, micro_batch):
+        stepped, state = carry
+        updates, state = multi.update(jax.grad(loss_fn)(stepped, micro_batch), state, stepped)
+        return (optax.apply_updates(stepped, updates), state), None
 
-    multi = optax.MultiSteps(tx, every_k_schedule=num_micro)
-    multi_update = jax.jit(multi.update)
-    state, stepped = multi.init(params), params
-    micro_KxB = split_microbatches(batch, num_micro)
-    for i in range(num_micro):
-        micro = jax.tree.map(lambda a: a[i], micro_KxB)
-        updates, state = multi_update(grad_fn(stepped, micro), state, stepped)
-        stepped = optax.apply_updates(stepped, updates)
+    @jax.jit
+    def updated_params(params, batch):
+        reference = one_step(params, jax.grad(loss_fn)(params, batch))
+        scanned = one_step(params, accumulate_gradient(jax.value_and_grad(loss_fn), params, batch, num_micro)[1])
+        (stepped, _), _ = jax.lax.scan(micro_step, (params, multi.init(params)), split_microbatches(batch, num_micro))
+        return reference, scanned, stepped
+
+    reference, scanned, stepped = updated_params(params, batch)
     return {"multisteps": max_abs_difference(stepped, reference), "scan": max_abs_difference(scanned, reference)}
