@@ -52,7 +52,7 @@ def _scratch_and_flax_runs(xs_SxBx, fast_variance):
     return ours, theirs
 
 
-@settings(deadline=None, max_examples=8)
+@settings(deadline=None, max_examples=6)
 @given(shape=shapes, seed=st.integers(0, 2**16), fast_variance=st.booleans())
 def test_batch_norm_matches_flax_over_steps_in_train_and_eval(shape, seed, fast_variance):
     xs_SxBx = jnp.stack(_inputs(seed, shape, steps=3))
@@ -67,7 +67,7 @@ def test_batch_norm_eval_leaves_running_statistics_untouched():
     assert eval_state is state
 
 
-@settings(deadline=None, max_examples=5)
+@settings(deadline=None, max_examples=4)
 @given(shape=shapes, seed=st.integers(0, 2**16), train=st.booleans())
 def test_batch_norm_gradient_equals_grad_through_flax(shape, seed, train):
     x = _inputs(seed, shape, steps=1)[0]
@@ -114,7 +114,7 @@ def test_batch_norm_rejects_bad_shapes(x_shape, features, message):
         normalization.batch_norm(params, state, jnp.ones(x_shape), train=True)
 
 
-@settings(deadline=None, max_examples=8)
+@settings(deadline=None, max_examples=6)
 @given(
     shape=st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple),
     rate=st.floats(0.0, 0.95),

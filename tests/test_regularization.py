@@ -45,16 +45,16 @@ def _check_soft_targets(y_soft, perm, lam_B):
     assert sorted(perm) == list(range(b)), "examples must be paired by a permutation"
 
 
-# A few shapes and alphas (each pair compiles once), many keys.
-batch_shapes = st.sampled_from([(2, 3, 3, 1), (5, 7, 4, 3), (6, 8, 8, 1)])
-alphas = st.sampled_from([0.4, 1.0, 2.0])
+# Three (shape, alpha) cases, each compiled once (~2 s: the Beta sampler), and many keys.
+cases = st.sampled_from([((2, 3, 3, 1), 0.4), ((5, 7, 4, 3), 1.0), ((6, 8, 8, 1), 2.0)])
 jit_mixup = jax.jit(regularization.mixup, static_argnums=(2, 3))
 jit_cutmix = jax.jit(regularization.cutmix, static_argnums=(2, 3))
 
 
-@settings(deadline=None, max_examples=10)
-@given(shape=batch_shapes, alpha=alphas, seed=st.integers(0, 2**16))
-def test_mixup_mixes_images_and_targets_with_one_lambda(shape, alpha, seed):
+@settings(deadline=None, max_examples=6)
+@given(case=cases, seed=st.integers(0, 2**16))
+def test_mixup_mixes_images_and_targets_with_one_lambda(case, seed):
+    shape, alpha = case
     batch = _distinct_batch(seed, *shape)
     out = jit_mixup(jax.random.PRNGKey(seed), batch, shape[0], alpha)
     assert out["x"].shape == batch["x"].shape and out["x"].dtype == batch["x"].dtype
@@ -69,9 +69,10 @@ def test_mixup_mixes_images_and_targets_with_one_lambda(shape, alpha, seed):
     np.testing.assert_allclose(out["x"], lam * x + (1 - lam) * x[perm], rtol=1e-5, atol=1e-6)
 
 
-@settings(deadline=None, max_examples=10)
-@given(shape=batch_shapes, alpha=alphas, seed=st.integers(0, 2**16))
-def test_cutmix_label_weight_is_the_pasted_pixel_fraction(shape, alpha, seed):
+@settings(deadline=None, max_examples=6)
+@given(case=cases, seed=st.integers(0, 2**16))
+def test_cutmix_label_weight_is_the_pasted_pixel_fraction(case, seed):
+    shape, alpha = case
     b, h, w, c = shape
     batch = _distinct_batch(seed, *shape)
     out = jit_cutmix(jax.random.PRNGKey(seed), batch, b, alpha)
@@ -162,14 +163,22 @@ def test_drop_path_rates_increase_linearly_to_the_last_block():
 def test_resmlp_is_stochastic_only_in_training():
     x = jax.random.normal(jax.random.PRNGKey(0), (16, 4, 4, 1))
     model = ResMLP(num_classes=3, width=8, depth=2, hidden=8, drop_path_rate=0.5)
-    variables = model.init(jax.random.PRNGKey(1), x)
-    eval_out = model.apply(variables, x, train=False)
-    chex.assert_shape(eval_out, (16, 3))
-    train_a = model.apply(variables, x, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
-    train_b = model.apply(variables, x, train=True, rngs={"dropout": jax.random.PRNGKey(3)})
-    assert not np.allclose(train_a, train_b)
     no_drop = ResMLP(num_classes=3, width=8, depth=2, hidden=8, drop_path_rate=0.0)
-    chex.assert_trees_all_close(no_drop.apply(variables, x, train=True), eval_out, atol=1e-6)
+
+    @jax.jit
+    def outputs(variables, x):
+        train = lambda key: model.apply(variables, x, train=True, rngs={"dropout": key})  # noqa: E731
+        return (
+            model.apply(variables, x, train=False),
+            train(jax.random.PRNGKey(2)),
+            train(jax.random.PRNGKey(3)),
+            no_drop.apply(variables, x, train=True),
+        )
+
+    eval_out, train_a, train_b, no_drop_train = outputs(model.init(jax.random.PRNGKey(1), x), x)
+    chex.assert_shape(eval_out, (16, 3))
+    assert not np.allclose(train_a, train_b)
+    chex.assert_trees_all_close(no_drop_train, eval_out, atol=1e-6)
 
 
 @pytest.mark.parametrize("train", [True, False])
