@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from nnjax import cli, losses, plots
-from nnjax.config import TrainConfig
+from nnjax.config import TrainConfig, check_positive
 from nnjax.data import load_dataset
 from nnjax.errors import ConfigError
 from nnjax.models import ResMLP
@@ -44,9 +44,7 @@ class Config(TrainConfig):
             raise ConfigError(f"--alpha (Beta(alpha, alpha) of the mixing weight) must be > 0, got {self.alpha}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ConfigError(f"--drop-path-rate must be in [0, 1), got {self.drop_path_rate}")
-        for name in ("depth", "width", "num_examples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        check_positive(self, "depth", "width", "num_examples")
 
 
 def example_plots(config: Config, train: dict, num_classes: int, workdir: str) -> list[str]:

@@ -5,4 +5,15 @@ from nnjax.models.layers import Conv2D, im2col_conv, max_pool_2x2
 from nnjax.models.mlp import MLP, BackpropMLP
 from nnjax.models.resmlp import DropoutMLP, ResMLP, ScratchBatchNorm, ScratchDropout
 
-__all__ = ["MLP", "BackpropMLP", "Conv2D", "MnistCNN", "im2col_conv", "max_pool_2x2", "DropoutMLP", "ResMLP", "ScratchBatchNorm", "ScratchDropout"]
+__all__ = [
+    "MLP",
+    "BackpropMLP",
+    "Conv2D",
+    "DropoutMLP",
+    "MnistCNN",
+    "ResMLP",
+    "ScratchBatchNorm",
+    "ScratchDropout",
+    "im2col_conv",
+    "max_pool_2x2",
+]
