@@ -1,6 +1,7 @@
 """Test session setup: 8 fake CPU devices (set before jax is imported) and shared helpers."""
 
 import os
+import subprocess
 import sys
 
 os.environ["XLA_FLAGS"] = " ".join(
@@ -37,10 +38,8 @@ def blob_dataset(n_train: int = 256, n_test: int = 64, size: int = 8, num_classe
     return Dataset("blobs", "synthetic class templates + noise", split(n_train), split(n_test), num_classes)
 
 
-def run_cli(*args: str, timeout: float = 300) -> "subprocess.CompletedProcess[str]":
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <args>`` from the repo root and capture its output."""
-    import subprocess
-
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
     )
