@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from nnjax import cli, losses, plots
-from nnjax.config import TrainConfig, prepare_workdir
+from nnjax.config import TrainConfig, check_positive, prepare_workdir
 from nnjax.data import load_dataset
 from nnjax.errors import ConfigError
 from nnjax.models import DropoutMLP
@@ -57,14 +57,11 @@ class Config(TrainConfig):
             raise ConfigError(
                 f"--variants must be a comma-separated subset of {','.join(VARIANTS)}; got {self.variants!r}"
             )
-        if self.hidden < 1:
-            raise ConfigError(f"--hidden must be >= 1, got {self.hidden}")
+        check_positive(self, "hidden", "bn_epsilon")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigError(f"--dropout-rate must be in [0, 1), got {self.dropout_rate}")
         if not 0.0 < self.keep_prob <= 1.0:
             raise ConfigError(f"--keep-prob must be in (0, 1], got {self.keep_prob}")
-        if not self.bn_epsilon > 0:
-            raise ConfigError(f"--bn-epsilon must be > 0, got {self.bn_epsilon}")
 
 
 def _seed_arrays(key: jax.Array, epsilon: float, rate: float) -> dict[str, jax.Array]:
