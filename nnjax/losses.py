@@ -290,3 +290,11 @@ def _reduce(values: jax.Array, reduction: str, weights: jax.Array | None = None)
     if reduction == "sum":
         return jnp.sum(values)
     return values
+
+
+def regression(predictions_BxK: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Trainer objective for real-valued targets ``batch['y']`` (shaped like the predictions):
+    per-example squared error, the mean of ``(ŷ - y)²`` over each example's outputs: ``{'loss': [B]}``."""
+    predictions_BxK, targets_BxK = _pair(predictions_BxK, batch["y"], "predictions", "batch['y']")
+    squared = jnp.square(predictions_BxK - targets_BxK)
+    return {"loss": squared.reshape(squared.shape[0], -1).mean(axis=1)}

@@ -372,3 +372,111 @@ def mixed_examples(x_NxHxWxC: Any, y_soft_NxK: Any, path: str, title: str = "", 
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def confusion_matrix_figure(cm_KxK: Any, class_names: Sequence[str] | None = None, normalize: bool = False) -> Any:
+    """Figure of a confusion matrix (rows true, columns predicted) with every cell annotated.
+
+    ``normalize=True`` shows each row divided by its true count (recall on the diagonal; empty rows 0).
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    counts = np.asarray(cm_KxK, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+        raise ValueError(f"cm_KxK must be a square [K, K] matrix, got shape {counts.shape}")
+    k = counts.shape[0]
+    names = [str(i) for i in range(k)] if class_names is None else [str(name) for name in class_names]
+    if len(names) != k:
+        raise ValueError(f"class_names must name the {k} classes, got {len(names)} names")
+    rows = counts.sum(axis=1, keepdims=True)
+    values = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0) if normalize else counts
+    fig = Figure(figsize=(1.0 + 0.6 * k, 0.8 + 0.6 * k) if k > 6 else (5, 4.2))
+    ax = fig.subplots()
+    image = ax.imshow(values, cmap="Blues", vmin=0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    threshold = values.max() / 2 if values.size else 0
+    for (i, j), value in np.ndenumerate(values):
+        text = f"{value:.2f}" if normalize else f"{int(value)}"
+        ax.text(j, i, text, ha="center", va="center", color="white" if value > threshold else "black", fontsize=9)
+    ax.set_xticks(range(k), names)
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix (row-normalised)" if normalize else "confusion matrix")
+    return fig
+
+
+def confusion_matrix(cm_KxK: Any, path: str, class_names: Sequence[str] | None = None, normalize: bool = False) -> str:
+    """Write ``confusion_matrix_figure(cm_KxK, class_names, normalize)`` to ``path``; returns ``path``."""
+    return save_figure(confusion_matrix_figure(cm_KxK, class_names, normalize), path)
+
+
+def equity_curves(curves: dict[str, Any], path: str, title: str = "") -> str:
+    """Equity curves (wealth from 1.0 per trading day), one line per strategy name; returns ``path``."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    for name, equity_T in curves.items():
+        ax.plot(np.asarray(equity_T), label=name)
+    ax.axhline(1.0, color="gray", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("trading day")
+    ax.set_ylabel("equity")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title(title or "equity curves")
+    return save_figure(fig, path)
+
+
+def forecast(
+    t_N: Any, actual_N: Any, forecasts: dict[str, Any], path: str, title: str = "", context: tuple[Any, Any] | None = None
+) -> str:
+    """Actual series against one or more forecasts over time steps ``t_N``; returns ``path``.
+
+    ``forecasts`` maps a label (e.g. 'LSTM', 'naive') to values [N]; ``context`` = (t, values) of
+    earlier series (e.g. the training part) drawn faintly before the forecast region.
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    ax = fig.subplots()
+    if context is not None:
+        ax.plot(np.asarray(context[0]), np.asarray(context[1]), color="0.7", lw=1, label="history")
+    ax.plot(np.asarray(t_N), np.asarray(actual_N), "k.", ms=3, label="actual")
+    for label, values in forecasts.items():
+        ax.plot(np.asarray(t_N), np.asarray(values), lw=1.5, label=label)
+    ax.set_xlabel("time step")
+    ax.set_ylabel("value")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def return_predictions(actual_N: Any, predicted_N: Any, path: str, title: str = "") -> str:
+    """Predicted against realised daily returns: both over time (left) and as a scatter (right); returns ``path``."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    actual_N, predicted_N = np.asarray(actual_N), np.asarray(predicted_N)
+    fig = Figure(figsize=(12, 4))
+    ax_time, ax_scatter = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
+    ax_time.plot(actual_N, color="0.6", lw=0.8, label="actual")
+    ax_time.plot(predicted_N, lw=1.2, label="predicted")
+    ax_time.axhline(0.0, color="k", lw=0.6)
+    ax_time.set_xlabel("trading day")
+    ax_time.set_ylabel("next-day return")
+    ax_time.legend(fontsize="small")
+    ax_scatter.scatter(actual_N, predicted_N, s=6, alpha=0.6)
+    ax_scatter.axhline(0.0, color="k", lw=0.6)
+    ax_scatter.axvline(0.0, color="k", lw=0.6)
+    ax_scatter.set_xlabel("actual return")
+    ax_scatter.set_ylabel("predicted return")
+    for ax in (ax_time, ax_scatter):
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title or "predicted vs actual returns")
+    return save_figure(fig, path)

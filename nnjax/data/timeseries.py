@@ -1,0 +1,140 @@
+"""Univariate time series for forecasting (seed 001·14): synthetic series, windows, splits, scalers.
+
+Everything is NumPy on the host. Scalers are frozen dataclasses: ``fit`` (a classmethod) learns
+their statistics from the training part only; ``transform``/``inverse_transform`` are pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def noisy_sine(
+    n: int = 1000, noise: float = 0.1, seed: int = 0, frequency: float = 0.1, duration: float = 100.0
+) -> np.ndarray:
+    """Seed 001·14's series ``sin(frequency · t) + N(0, noise²)`` at ``n`` points ``t = linspace(0, duration)``.
+
+    Returns float32 [n]; the noise comes from ``np.random.default_rng(seed)``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    t_T = np.linspace(0.0, duration, n)
+    series = np.sin(frequency * t_T) + np.random.default_rng(seed).normal(0.0, noise, n)
+    return series.astype(np.float32)
+
+
+def sliding_windows(series_T: np.ndarray, window: int, horizon: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``x[i] = series[i : i + window]`` and targets ``y[i] = series[i + window + horizon - 1]``.
+
+    ``horizon = 1`` predicts the value right after the window (the seed's ``prepare_sequences``).
+    Returns float32 ``x`` [N, window, 1] and ``y`` [N, 1] with ``N = T - window - horizon + 1``.
+    """
+    series_T = np.asarray(series_T, np.float32)
+    if series_T.ndim != 1:
+        raise ValueError(f"series must have shape [T], got {series_T.shape}")
+    if window < 1 or horizon < 1:
+        raise ValueError(f"window and horizon must be >= 1, got window={window}, horizon={horizon}")
+    n = series_T.shape[0] - window - horizon + 1
+    if n < 1:
+        raise ValueError(
+            f"series of length {series_T.shape[0]} is too short for window={window} and horizon={horizon}"
+        )
+    x_NxW = np.lib.stride_tricks.sliding_window_view(series_T, window)[:n]
+    y_N = series_T[window + horizon - 1 :]
+    return np.ascontiguousarray(x_NxW[:, :, None]), y_N[:, None].copy()
+
+
+def time_split(series: np.ndarray, fractions: Sequence[float] = (0.7, 0.15, 0.15)) -> tuple[np.ndarray, ...]:
+    """Consecutive, disjoint parts of ``series`` (along axis 0) in time order, sized by ``fractions``.
+
+    Part sizes are ``round`` of the cumulative fractions times the length, so they add up to it
+    exactly; the last part takes what is left. ``fractions`` must be >= 0 and sum to 1.
+    """
+    fractions = np.asarray(fractions, np.float64)
+    if fractions.ndim != 1 or fractions.size < 1 or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
+        raise ValueError(f"fractions must be >= 0 and sum to 1, got {tuple(fractions.tolist())}")
+    n = len(series)
+    bounds = np.round(np.cumsum(fractions)[:-1] * n).astype(int)
+    return tuple(np.split(series, bounds))
+
+
+def split_windows(
+    series_T: np.ndarray, window: int, fractions: Sequence[float] = (0.7, 0.15, 0.15), horizon: int = 1
+) -> tuple[dict[str, np.ndarray], ...]:
+    """``sliding_windows`` of the whole series, each assigned to the ``time_split`` part holding its target.
+
+    Returns one ``{'x': [N_k, window, 1], 'y': [N_k, 1]}`` per part, in time order. A window whose
+    target lies in a later part may reach back into earlier parts for its inputs (those values are
+    known when the forecast is made), so every target after the first ``window + horizon - 1`` steps
+    is forecast once; no target, and so no label, of a later part appears in an earlier part.
+    """
+    x_NxWx1, y_Nx1 = sliding_windows(series_T, window, horizon)
+    target_N = np.arange(window + horizon - 1, len(series_T))
+    bounds = np.cumsum([len(part) for part in time_split(series_T, fractions)])[:-1]
+    part_N = np.searchsorted(bounds, target_N, side="right")
+    return tuple({"x": x_NxWx1[part_N == k], "y": y_Nx1[part_N == k]} for k in range(len(bounds) + 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class MinMaxScaler:
+    """``(x - lo) / (hi - lo)``: the training range maps to [0, 1] (per feature on axis 0)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @classmethod
+    def fit(cls, train: np.ndarray) -> MinMaxScaler:
+        """Minimum and maximum of ``train`` over axis 0."""
+        train = np.asarray(train, np.float64)
+        return cls(lo=train.min(axis=0), hi=train.max(axis=0))
+
+    def _scale(self) -> np.ndarray:
+        span = self.hi - self.lo
+        return np.where(span > 0, span, 1.0)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Scaled ``x``, same shape and dtype (float)."""
+        x = np.asarray(x)
+        return ((x - self.lo) / self._scale()).astype(_float_dtype(x))
+
+    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
+        """Back to original units: ``z (hi - lo) + lo``."""
+        z = np.asarray(z)
+        return (z * self._scale() + self.lo).astype(_float_dtype(z))
+
+
+@dataclasses.dataclass(frozen=True)
+class StandardScaler:
+    """``(x - mean) / std`` with the training mean and (population) standard deviation per feature on axis 0."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, train: np.ndarray) -> StandardScaler:
+        """Mean and standard deviation of ``train`` over axis 0."""
+        train = np.asarray(train, np.float64)
+        return cls(mean=train.mean(axis=0), std=train.std(axis=0))
+
+    def _scale(self) -> np.ndarray:
+        return np.where(self.std > 0, self.std, 1.0)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Standardised ``x``, same shape and dtype (float)."""
+        x = np.asarray(x)
+        return ((x - self.mean) / self._scale()).astype(_float_dtype(x))
+
+    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
+        """Back to original units: ``z · std + mean``."""
+        z = np.asarray(z)
+        return (z * self._scale() + self.mean).astype(_float_dtype(z))
+
+
+def _float_dtype(x: np.ndarray) -> np.dtype:
+    """``x``'s dtype when it is floating, else float32 (scaled values are never integers)."""
+    return x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
