@@ -1,0 +1,156 @@
+"""Seed 002 slides 9-10: a bi-LSTM + self-attention forecasts next-day stock returns; long/flat backtest.
+
+    PYTHONPATH=/path/to/site python -m experiments.stock_forecast          # needs bokeh_sampledata
+    python -m experiments.stock_forecast --csv prices.csv --symbol XYZ      # any CSV with date, close
+
+Daily (split-adjusted) closes of ``--symbol`` from ``bokeh_sampledata`` (install it with
+``pip install --no-deps bokeh_sampledata``) become windows of 60 days of close, SMA-20, RSI-14 and
+MACD, min-max scaled on the training period, each labelled with the next day's return; the days are
+split 70/15/15 in time order (``nnjax.data.prices.make_stock_dataset``). The model trains through
+``nnjax.train.fit`` with the ``regression`` (MSE) objective on returns divided by their training
+standard deviation (``test_loss`` from ``fit`` is the MSE in those units; ``target_scale`` in the
+JSON line is that deviation). ``--validation-fraction`` defaults to 0: ``fit`` would draw a *random*
+validation subset from overlapping training windows; the time-ordered validation period is
+evaluated here instead.
+
+On the test period it reports MSE/RMSE/MAE of the predicted returns, directional accuracy (with
+the share of up days, which "always up" scores), and a backtest of the long/flat strategy (long
+for the next day when the predicted return is > 0) against buy-and-hold: Sharpe ratio, maximum
+drawdown, annual return and win rate, without costs. The seed's figures (Sharpe 1.84, directional
+accuracy 0.67) are printed, not measured; expect a model that does not beat buy-and-hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import jax
+import numpy as np
+
+from nnjax import cli, finance, losses, metrics, plots
+from nnjax.config import TrainConfig, check_positive
+from nnjax.data import Dataset
+from nnjax.data.prices import SYMBOLS, bokeh_stocks_path, load_stock, make_stock_dataset
+from nnjax.errors import ConfigError
+from nnjax.models.forecast import POOLINGS, StockForecaster
+from nnjax.train import fit
+
+SPLIT = (0.7, 0.15, 0.15)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(TrainConfig):
+    """bi-LSTM(128) -> 8-head self-attention (256) -> last step -> Dense(64) -> 1 on 60-day AAPL windows; Adam 1e-3, batch 64."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    data: str = "stocks"
+    symbol: str = "AAPL"
+    csv: str | None = None
+    validation_fraction: float = 0.0
+    window: int = 60
+    hidden: int = 128
+    heads: int = 8
+    attention_features: int = 256
+    dense: int = 64
+    pooling: str = dataclasses.field(default="last", metadata={"choices": POOLINGS})
+    dropout: float = 0.1
+
+    def validate(self) -> None:
+        super().validate()
+        if self.data != "stocks":
+            raise ConfigError(f"--data must be 'stocks' (bokeh_sampledata, or the file given by --csv), got {self.data!r}")
+        if self.csv is None and self.symbol not in SYMBOLS:
+            raise ConfigError(f"--symbol must be one of {', '.join(SYMBOLS)} for bokeh_sampledata, got {self.symbol!r}")
+        check_positive(self, "window", "hidden", "heads", "attention_features", "dense")
+        if self.attention_features % self.heads:
+            raise ConfigError(
+                f"--attention-features must be divisible by --heads, got {self.attention_features} and {self.heads}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+
+def trading_report(prices_N1: np.ndarray, positions_N: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """Backtest of holding ``positions_N`` (decided at the first N of the N + 1 prices).
+
+    Returns ({sharpe, max_drawdown, annual_return, win_rate (of the days in the market), final_equity},
+    the equity curve [N + 1]). Sharpe and win rate are NaN for a strategy that is never in the market.
+    """
+    result = finance.backtest(prices_N1, np.append(positions_N, 0.0))
+    return {
+        "sharpe": finance.sharpe_ratio(result.returns_T1),
+        "max_drawdown": finance.max_drawdown(result.equity_T),
+        "annual_return": finance.annual_return(result.equity_T),
+        "win_rate": finance.win_rate(result.returns_T1, positions_N > 0),
+        "final_equity": float(result.equity_T[-1]),
+    }, result.equity_T
+
+
+def main(config: Config) -> dict:
+    try:
+        prices = load_stock(config.symbol, config.csv)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read --symbol {config.symbol!r} from --csv {config.csv}: {err}") from err
+    try:
+        stocks = make_stock_dataset(prices.close_T, config.window, SPLIT)
+    except ValueError as err:
+        raise ConfigError(f"{config.symbol} prices do not fit --window {config.window}: {err}") from err
+    scale = float(np.std(stocks.splits["train"]["y"]))
+    scaled = {name: {"x": s["x"], "y": s["y"] / scale} for name, s in stocks.splits.items()}
+    source = config.csv or f"bokeh_sampledata {bokeh_stocks_path()} (adjusted close)"
+    data = Dataset(f"stocks-{config.symbol}", source, scaled["train"], scaled["test"], num_classes=0)
+    model = StockForecaster(
+        config.hidden, config.heads, config.attention_features, config.dense, config.pooling, config.dropout
+    )
+    result = fit(config, model, data, losses.regression, experiment="stock_forecast")
+
+    predict = jax.jit(lambda x: model.apply({"params": result.state.params}, x))
+    report = {}
+    for name in ("val", "test"):
+        predicted_N = np.concatenate(
+            [np.asarray(predict(chunk))[:, 0] for chunk in np.array_split(stocks.splits[name]["x"], 4)]
+        ) * scale
+        actual_N = stocks.next_return[name]
+        report[name] = {
+            "mse": float(metrics.mse(predicted_N, actual_N)),
+            "rmse": float(metrics.rmse(predicted_N, actual_N)),
+            "mae": float(metrics.mae(predicted_N, actual_N)),
+            "directional_accuracy": finance.directional_accuracy(predicted_N, actual_N),
+            "up_day_fraction": float(np.mean(actual_N > 0)),
+            "long_fraction": float(np.mean(predicted_N > 0)),
+        }
+    model_trading, model_equity = trading_report(stocks.prices["test"], (predicted_N > 0).astype(np.float64))
+    hold_trading, hold_equity = trading_report(stocks.prices["test"], np.ones_like(predicted_N))
+
+    workdir = result.summary["workdir"]
+    days_N = stocks.days["test"]
+    period = f"{prices.dates_T[days_N[0]]}..{prices.dates_T[days_N[-1] + 1]}"
+    plots.return_predictions(
+        actual_N, predicted_N, os.path.join(workdir, "predictions.png"),
+        title=f"{config.symbol} next-day returns, test period {period}",
+    )
+    plots.equity_curves(
+        {"long/flat (model)": model_equity, "buy and hold": hold_equity}, os.path.join(workdir, "equity.png"),
+        title=f"{config.symbol} test period {period}, no costs",
+    )
+    return {
+        **result.summary,
+        **{f"{split}_{k}": round(v, 6) for split, values in report.items() for k, v in values.items()},
+        **{f"model_{k}": round(v, 4) for k, v in model_trading.items()},
+        **{f"buy_hold_{k}": round(v, 4) for k, v in hold_trading.items()},
+        "beats_buy_hold_sharpe": bool(model_trading["sharpe"] > hold_trading["sharpe"]),
+        "target_scale": round(scale, 6),
+        "symbol": config.symbol,
+        "test_period": period,
+        "test_days": len(predicted_N),
+        "plots": ["predictions.png", "equity.png", "learning_curves.png"],
+        "workdir": workdir,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, Config, prog="stock_forecast"))
