@@ -1,7 +1,8 @@
 """Command-line entry point shared by every experiment.
 
 ``run(main, Config)`` parses flags into ``Config``, sets up logging, runs ``main(config)`` and
-prints its result dict as the final stdout line (one JSON object). Known errors (``NnjaxError``)
+prints its result dict as the final stdout line (one standard JSON object: NaN and infinities
+become ``null``). Known errors (``NnjaxError``)
 become one line on stderr and exit code 2.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +31,17 @@ def setup_logging(level: int = logging.INFO) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN/±inf float replaced by ``None``, so the line is standard JSON."""
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def run(
     main: Callable[[ConfigT], dict[str, Any]],
     config_cls: type[ConfigT],
@@ -43,6 +56,6 @@ def run(
     except NnjaxError as err:
         sys.stderr.write(f"{prog or 'nnjax'}: error: {err}\n")
         return 2
-    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.write(json.dumps(_finite_or_null(result), allow_nan=False) + "\n")
     sys.stdout.flush()
     return 0

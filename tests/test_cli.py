@@ -136,3 +136,14 @@ def test_bad_mlp_widths_are_a_one_line_error():
     done = run_cli("experiments.mlp_mnist", "--hidden", "128,x", "--workdir", "/tmp/nnjax-never-written")
     assert done.returncode == 2 and "--hidden must be >= 1 comma-separated positive widths" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_final_line_is_standard_json_with_nan_as_null(capsys):
+    from nnjax import cli
+    from nnjax.config import RunConfig
+
+    result = {"sharpe": float("nan"), "curve": [1.0, float("inf")], "nested": {"x": float("-inf")}}
+    assert cli.run(lambda config: result, RunConfig, []) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(line) == {"sharpe": None, "curve": [1.0, None], "nested": {"x": None}}
+    assert "NaN" not in line and "Infinity" not in line
