@@ -298,3 +298,18 @@ def regression(predictions_BxK: jax.Array, batch: dict[str, jax.Array]) -> dict[
     predictions_BxK, targets_BxK = _pair(predictions_BxK, batch["y"], "predictions", "batch['y']")
     squared = jnp.square(predictions_BxK - targets_BxK)
     return {"loss": squared.reshape(squared.shape[0], -1).mean(axis=1)}
+
+
+def binary_classification(logits_Bx1: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Trainer objective for two classes scored by one logit (positive class 1, seed 003·15).
+
+    ``logits_Bx1`` [B, 1] (or [B]) against 0/1 labels ``batch['y']`` [B]: per-example
+    ``optax.sigmoid_binary_cross_entropy`` and 0/1 accuracy of ``logit > 0`` (probability > 0.5).
+    """
+    logits_B = jnp.asarray(logits_Bx1).reshape(logits_Bx1.shape[0], -1)
+    if logits_B.shape[1] != 1:
+        raise ValueError(f"logits must have shape [B, 1] or [B], got {logits_Bx1.shape}")
+    logits_B = logits_B[:, 0]
+    labels_B = batch["y"]
+    loss = optax.sigmoid_binary_cross_entropy(logits_B, labels_B.astype(logits_B.dtype))
+    return {"loss": loss, "accuracy": ((logits_B > 0) == (labels_B == 1)).astype(jnp.float32)}
