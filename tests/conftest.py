@@ -17,6 +17,18 @@ from nnjax.data import Dataset  # noqa: E402
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _restore_nnjax_logger():
+    """Undo ``cli.setup_logging`` after tests that run a CLI in-process (its handler writes to the
+    test's captured stderr, and ``propagate=False`` would hide later logs from ``caplog``)."""
+    import logging
+
+    logger = logging.getLogger("nnjax")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
 @pytest.fixture(scope="session")
 def eight_devices():
     """The 8 fake CPU devices the data-parallel tests shard over."""
