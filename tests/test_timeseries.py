@@ -1,5 +1,6 @@
-"""Time-series windows, splits and scalers; the regression objective; the sine_forecast experiment end to end."""
+"""Time series (loading, windows, splits, scalers); the regression objective; lstm_forecast end to end."""
 
+import importlib.util
 import json
 import os
 
@@ -10,16 +11,22 @@ import sklearn.preprocessing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments import sine_forecast
+from experiments import lstm_forecast
 from nnjax import cli, losses
 from nnjax.data.timeseries import (
     MinMaxScaler,
     StandardScaler,
+    difference_windows,
+    load_series,
     noisy_sine,
     sliding_windows,
     split_windows,
     time_split,
+    undifference,
 )
+from nnjax.errors import DataUnavailableError
+
+HAS_STATSMODELS = importlib.util.find_spec("statsmodels") is not None
 
 
 @settings(deadline=None, max_examples=25)
@@ -117,9 +124,9 @@ def test_regression_objective():
         losses.regression(predictions, {"y": targets[:, :1]})
 
 
-def test_sine_forecast_cli_beats_naive(tmp_path, capsys):
+def test_lstm_forecast_sine_cli_beats_naive(tmp_path, capsys):
     workdir = str(tmp_path / "run")
-    assert cli.run(sine_forecast.main, sine_forecast.Config, ["--workdir", workdir]) == 0
+    assert cli.run(lstm_forecast.main, lstm_forecast.Config, ["--workdir", workdir]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     series = noisy_sine(1000, 0.1, seed=0)
     targets = series[850:]  # the test part's 150 targets; the naive forecast is the previous value
@@ -129,12 +136,108 @@ def test_sine_forecast_cli_beats_naive(tmp_path, capsys):
     np.testing.assert_allclose(out["test_naive_rmse"], naive, atol=1e-4)
     np.testing.assert_allclose(out["test_noise_floor_rmse"], floor, atol=1e-4)
     assert out["beats_naive"] and out["test_model_rmse"] < naive
+    assert out["series"] == "sine" and out["window"] == 10 and out["difference"] is False
     assert out["train_examples"] == 690 and out["steps"] == 20 * (690 // 32)
     for name in out["plots"]:
         assert os.path.getsize(os.path.join(workdir, name)) > 0
 
 
-def test_sine_forecast_rejects_bad_flags(capsys):
-    assert cli.run(sine_forecast.main, sine_forecast.Config, ["--data", "digits"]) == 2
+def test_lstm_forecast_rejects_bad_flags(capsys):
+    assert cli.run(lstm_forecast.main, lstm_forecast.Config, ["--data", "digits"]) == 2
     assert "--data" in capsys.readouterr().err
-    assert cli.run(sine_forecast.main, sine_forecast.Config, ["--points", "20"]) == 2
+    assert cli.run(lstm_forecast.main, lstm_forecast.Config, ["--points", "20"]) == 2
+    for argv, flag in [
+        (["--window", "-1"], "--window"),
+        (["--epochs", "-2"], "--epochs"),
+        (["--difference", "--window", "1"], "--difference"),
+        (["--series", "sunspots", "--window", "300"], "too short"),  # 0.7 * 1000 points would pass for the sine
+    ]:
+        capsys.readouterr()
+        if "sunspots" in argv and not HAS_STATSMODELS:
+            continue
+        assert cli.run(lstm_forecast.main, lstm_forecast.Config, argv) == 2, argv
+        assert flag in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse rejects a series outside the choices
+        cli.run(lstm_forecast.main, lstm_forecast.Config, ["--series", "lynx"])
+
+
+def test_lstm_forecast_series_defaults():
+    config = lstm_forecast.Config(series="sunspots").resolved()
+    assert config.window >= 11 and config.epochs == lstm_forecast.EPOCHS["sunspots"]
+    assert lstm_forecast.Config(series="co2", window=5, epochs=3).resolved().window == 5
+    for series in ("sine", "sunspots", "co2"):
+        assert lstm_forecast.Config(series=series).resolved().window == lstm_forecast.WINDOWS[series]
+
+
+def test_lstm_forecast_difference_cli(tmp_path, capsys):
+    workdir = str(tmp_path / "diff")
+    argv = ["--workdir", workdir, "--difference", "--points", "400", "--epochs", "2", "--hidden", "8"]
+    assert cli.run(lstm_forecast.main, lstm_forecast.Config, argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    series = noisy_sine(400, 0.1, seed=0)
+    naive = np.sqrt(np.mean((series[339:399] - series[340:]) ** 2))  # the last 15 % = 60 targets
+    assert out["difference"] is True and out["test_windows"] == 60
+    np.testing.assert_allclose(out["test_naive_rmse"], naive, atol=1e-4)
+    assert np.isfinite(out["test_model_rmse"]) and out["test_time_range"][1] == 100.0
+
+
+def test_load_series_sine():
+    series = load_series("sine", points=120, noise=0.2, seed=5)
+    assert series.name == "sine"
+    np.testing.assert_array_equal(series.values_T, noisy_sine(120, 0.2, seed=5))
+    np.testing.assert_allclose(series.time_T, np.linspace(0.0, 100.0, 120))
+    with pytest.raises(ValueError, match="name"):
+        load_series("lynx")
+
+
+@pytest.mark.parametrize("name", ["sunspots", "co2"])
+def test_load_series_without_statsmodels(monkeypatch, capsys, name):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda module, *a: None if module == "statsmodels" else real_find_spec(module, *a)
+    )
+    with pytest.raises(DataUnavailableError, match="pip install statsmodels"):
+        load_series(name)
+    assert cli.run(lstm_forecast.main, lstm_forecast.Config, ["--series", name]) == 2
+    assert "pip install statsmodels" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAS_STATSMODELS, reason="statsmodels is not installed (optional)")
+def test_load_series_real():
+    import statsmodels.datasets.co2
+    import statsmodels.datasets.sunspots
+
+    sunspots = load_series("sunspots")
+    raw = statsmodels.datasets.sunspots.load_pandas().data
+    np.testing.assert_array_equal(sunspots.values_T, raw["SUNACTIVITY"].to_numpy(np.float32))
+    np.testing.assert_array_equal(sunspots.time_T, np.arange(1700, 2009))
+    co2 = load_series("co2")
+    weekly = statsmodels.datasets.co2.load_pandas().data["co2"]
+    assert co2.values_T.dtype == np.float32 and np.isfinite(co2.values_T).all()
+    np.testing.assert_allclose(np.diff(co2.time_T), 1 / 12, atol=1e-9)  # one value per month, no gaps
+    january_1990 = weekly["1990-01-01":"1990-01-31"].dropna().to_numpy().mean()
+    np.testing.assert_allclose(co2.values_T[np.argmin(abs(co2.time_T - 1990.0))], january_1990, rtol=1e-6)
+    may, june, july = (co2.values_T[np.argmin(abs(co2.time_T - (1958 + m / 12)))] for m in (4, 5, 6))
+    assert min(may, july) <= june <= max(may, july)  # June 1958 has no weekly data: interpolated
+
+
+@settings(deadline=None, max_examples=25)
+@given(n=st.integers(1, 6), window=st.integers(2, 6), scale=st.floats(0.1, 10.0))
+def test_difference_windows_round_trip(n, window, scale):
+    rng = np.random.default_rng(n * 10 + window)
+    split = {"x": rng.normal(size=(n, window, 1)).astype(np.float32), "y": rng.normal(size=(n, 1)).astype(np.float32)}
+    changes = difference_windows(split, scale)
+    assert changes["x"].shape == (n, window - 1, 1) and changes["y"].shape == (n, 1)
+    for i in range(n):
+        want = [(split["x"][i, t + 1, 0] - split["x"][i, t, 0]) / scale for t in range(window - 1)]
+        np.testing.assert_allclose(changes["x"][i, :, 0], want, rtol=1e-5, atol=1e-6)
+    levels = undifference(split["x"], changes["y"][:, 0], scale)
+    np.testing.assert_allclose(levels, split["y"][:, 0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(undifference(split["x"], np.zeros(n), scale), split["x"][:, -1, 0])  # naive
+
+
+def test_difference_windows_rejects_bad_input():
+    with pytest.raises(ValueError, match="W >= 2"):
+        difference_windows({"x": np.zeros((3, 1, 1)), "y": np.zeros((3, 1))})
+    with pytest.raises(ValueError, match="scale"):
+        difference_windows({"x": np.zeros((3, 2, 1)), "y": np.zeros((3, 1))}, scale=0.0)

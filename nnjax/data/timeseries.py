@@ -1,15 +1,25 @@
-"""Univariate time series for forecasting (seed 001·14): synthetic series, windows, splits, scalers.
+"""Univariate time series for forecasting (seed 001·14): series, windows, splits, scalers.
 
-Everything is NumPy on the host. Scalers are frozen dataclasses: ``fit`` (a classmethod) learns
-their statistics from the training part only; ``transform``/``inverse_transform`` are pure.
+``load_series`` gives the synthetic noisy sine or one of two real series shipped with statsmodels
+(yearly sunspot numbers, monthly Mauna Loa CO2). Everything is NumPy on the host. Scalers are
+frozen dataclasses: ``fit`` (a classmethod) learns their statistics from the training part only;
+``transform``/``inverse_transform`` are pure.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
+
+from nnjax.errors import DataUnavailableError
+
+SERIES = ("sine", "sunspots", "co2")
+_INSTALL = "pip install statsmodels"
 
 
 def noisy_sine(
@@ -26,6 +36,56 @@ def noisy_sine(
     t_T = np.linspace(0.0, duration, n)
     series = np.sin(frequency * t_T) + np.random.default_rng(seed).normal(0.0, noise, n)
     return series.astype(np.float32)
+
+
+class Series(NamedTuple):
+    """A univariate series in time order: ``values_T`` float32 [T], ``time_T`` float64 [T] and where it came from.
+
+    ``time_T`` is the sine's ``t`` or, for the real series, the (decimal) calendar year of each value.
+    """
+
+    name: str
+    values_T: np.ndarray
+    time_T: np.ndarray
+    source: str
+
+
+def load_series(name: str, points: int = 1000, noise: float = 0.1, seed: int = 0) -> Series:
+    """The series ``name`` (one of ``SERIES``); ``points``, ``noise`` and ``seed`` apply to ``'sine'`` only.
+
+    - ``'sine'``: ``noisy_sine(points, noise, seed)``, ``t = linspace(0, 100, points)``.
+    - ``'sunspots'``: yearly sunspot numbers 1700-2008 (309 values, no gaps), ``statsmodels.datasets.sunspots``.
+    - ``'co2'``: Mauna Loa atmospheric CO2 in ppm, ``statsmodels.datasets.co2``. The source is weekly
+      (1958-03-29 to 2001-12-29, 2,284 weeks, 59 missing); it is resampled to calendar-month means of
+      the weeks present (526 months, 1958-03 to 2001-12) and the 5 months with no data at all
+      (1958-06, 1958-10, 1964-02 to 1964-04) are filled by linear interpolation in time.
+
+    The real series need the ``statsmodels`` package (its data files ship with it; nothing is
+    downloaded); ``DataUnavailableError`` says how to install it when it is missing.
+    """
+    if name == "sine":
+        values_T = noisy_sine(points, noise, seed)
+        return Series(name, values_T, np.linspace(0.0, 100.0, points), "nnjax.data.timeseries.noisy_sine (synthetic)")
+    if name not in SERIES:
+        raise ValueError(f"name must be one of {', '.join(SERIES)}, got {name!r}")
+    if importlib.util.find_spec("statsmodels") is None:
+        raise DataUnavailableError(f"the {name!r} series ships with the statsmodels package: {_INSTALL}")
+    frame = importlib.import_module(f"statsmodels.datasets.{name}").load_pandas().data
+    if name == "sunspots":
+        return Series(
+            name,
+            frame["SUNACTIVITY"].to_numpy(np.float32),
+            frame["YEAR"].to_numpy(np.float64),
+            "statsmodels.datasets.sunspots (yearly sunspot numbers, 1700-2008)",
+        )
+    monthly = frame["co2"].resample("MS").mean().interpolate(method="time")
+    index = monthly.index
+    return Series(
+        name,
+        monthly.to_numpy(np.float32),
+        (index.year + (index.month - 1) / 12.0).to_numpy(np.float64),
+        "statsmodels.datasets.co2 (Mauna Loa CO2 ppm; weekly -> monthly means, empty months interpolated)",
+    )
 
 
 def sliding_windows(series_T: np.ndarray, window: int, horizon: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -78,6 +138,27 @@ def split_windows(
     bounds = np.cumsum([len(part) for part in time_split(series_T, fractions)])[:-1]
     part_N = np.searchsorted(bounds, target_N, side="right")
     return tuple({"x": x_NxWx1[part_N == k], "y": y_Nx1[part_N == k]} for k in range(len(bounds) + 1))
+
+
+def difference_windows(split: dict[str, np.ndarray], scale: float = 1.0) -> dict[str, np.ndarray]:
+    """Windows of a (trending) series turned into windows of its one-step changes, divided by ``scale``.
+
+    ``split`` is ``{'x': [N, W, 1], 'y': [N, 1]}`` (``split_windows``); returns ``x`` = the ``W - 1``
+    changes inside each window [N, W - 1, 1] and ``y`` = the change from the window's last value to
+    its target [N, 1]. A forecast ``d`` of the change maps back to ``x[:, -1] + scale · d``
+    (``undifference``); ``d = 0`` is the naive last-value forecast. Needs ``W >= 2``.
+    """
+    x_NxWx1, y_Nx1 = np.asarray(split["x"]), np.asarray(split["y"])
+    if x_NxWx1.ndim != 3 or x_NxWx1.shape[1] < 2 or y_Nx1.shape != (x_NxWx1.shape[0], 1):
+        raise ValueError(f"split must hold x [N, W >= 2, 1] and y [N, 1], got {x_NxWx1.shape} and {y_Nx1.shape}")
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    return {"x": np.diff(x_NxWx1, axis=1) / scale, "y": (y_Nx1 - x_NxWx1[:, -1]) / scale}
+
+
+def undifference(x_NxWx1: np.ndarray, change_N: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Level forecasts [N] from changes [N] in ``difference_windows``' units: ``x[:, -1, 0] + scale · change``."""
+    return np.asarray(x_NxWx1)[:, -1, 0] + scale * np.asarray(change_N)
 
 
 @dataclasses.dataclass(frozen=True)
