@@ -105,36 +105,6 @@ def technical_features(prices_T: Any, sma_window: int = 20, rsi_period: int = 14
     return {"close": x, "sma": sma(x, sma_window), "rsi": rsi(x, rsi_period), "macd": macd(x)[0]}
 
 
-class MinMax(NamedTuple):
-    """Per-feature ranges fitted on training rows: ``low_F``, ``high_F``."""
-
-    low_F: np.ndarray
-    high_F: np.ndarray
-
-
-def min_max_fit(x_TxF: Any) -> MinMax:
-    """Per-column min and max, ignoring NaN. Fit on the training period only to stay leak-free."""
-    x = np.asarray(x_TxF, dtype=np.float64)
-    if x.ndim not in (1, 2) or len(x) == 0 or np.isnan(x).all(axis=0).any():
-        raise ValueError(f"x_TxF must be a non-empty [T] or [T, F] array with a number in each column, got {x.shape}")
-    return MinMax(np.nanmin(x, axis=0), np.nanmax(x, axis=0))
-
-
-def _span(scaler: MinMax) -> np.ndarray:
-    span = scaler.high_F - scaler.low_F
-    return np.where(span > 0, span, 1.0)
-
-
-def min_max_transform(x_TxF: Any, scaler: MinMax) -> np.ndarray:
-    """(x - low) / (high - low) per column (a constant column maps to x - low); NaN stays NaN."""
-    return (np.asarray(x_TxF, dtype=np.float64) - scaler.low_F) / _span(scaler)
-
-
-def min_max_inverse(y_TxF: Any, scaler: MinMax) -> np.ndarray:
-    """Inverse of ``min_max_transform``."""
-    return np.asarray(y_TxF, dtype=np.float64) * _span(scaler) + scaler.low_F
-
-
 class Backtest(NamedTuple):
     """``returns_T1``: strategy return from day t to t+1 [T-1]; ``equity_T``: wealth from 1.0 [T]."""
 

@@ -111,17 +111,6 @@ def test_technical_features_are_the_seeds_four_columns():
     assert all(f.shape == prices.shape for f in features.values())
 
 
-def test_min_max_scaler_fits_train_rows_and_inverts():
-    train = np.array([[1.0, 5.0, np.nan], [3.0, 5.0, 2.0], [2.0, 5.0, 4.0]])
-    scaler = finance.min_max_fit(train)
-    np.testing.assert_array_equal(scaler.low_F, [1.0, 5.0, 2.0])
-    np.testing.assert_array_equal(scaler.high_F, [3.0, 5.0, 4.0])
-    scaled = finance.min_max_transform(train, scaler)
-    np.testing.assert_allclose(scaled, [[0.0, 0.0, np.nan], [1.0, 0.0, 0.0], [0.5, 0.0, 1.0]])
-    np.testing.assert_allclose(finance.min_max_transform([[5.0, 6.0, 3.0]], scaler), [[2.0, 1.0, 0.5]])
-    np.testing.assert_allclose(finance.min_max_inverse(scaled, scaler), train)
-
-
 def test_backtest_long_flat_and_alignment():
     prices = np.array([100.0, 110.0, 99.0, 120.0])
     long = finance.backtest(prices, np.ones(4))

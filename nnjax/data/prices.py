@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nnjax import finance
-from nnjax.data.timeseries import time_split
+from nnjax.data.timeseries import MinMaxScaler, time_split
 from nnjax.errors import DataUnavailableError
 
 SYMBOLS = ("AAPL", "IBM", "MSFT", "GOOG", "FB")
@@ -99,7 +99,7 @@ class StockDataset(NamedTuple):
     next_return: dict[str, np.ndarray]
     prices: dict[str, np.ndarray]
     days: dict[str, np.ndarray]
-    scaler: finance.MinMax
+    scaler: MinMaxScaler
     features: tuple[str, ...]
 
 
@@ -139,8 +139,8 @@ def make_stock_dataset(
             f"split {tuple(split)} of the {len(close_T) - start} days after the indicator warm-up must give "
             f"3 parts of more than window={window} days each, got sizes {[len(p) for p in parts]}"
         )
-    scaler = finance.min_max_fit(features_TxF[parts[0]])
-    scaled_TxF = finance.min_max_transform(features_TxF, scaler).astype(np.float32)
+    scaler = MinMaxScaler.fit(features_TxF[parts[0]])
+    scaled_TxF = scaler.transform(features_TxF).astype(np.float32)
     next_return_T = np.append(close_T[1:] / close_T[:-1] - 1.0, np.nan)  # return from day t to t + 1
     splits, next_return, prices, days = {}, {}, {}, {}
     for name, part in zip(SPLITS, parts):

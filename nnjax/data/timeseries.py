@@ -170,9 +170,9 @@ class MinMaxScaler:
 
     @classmethod
     def fit(cls, train: np.ndarray) -> MinMaxScaler:
-        """Minimum and maximum of ``train`` over axis 0."""
+        """Minimum and maximum of ``train`` over axis 0, ignoring NaN (e.g. indicator warm-up rows)."""
         train = np.asarray(train, np.float64)
-        return cls(lo=train.min(axis=0), hi=train.max(axis=0))
+        return cls(lo=np.nanmin(train, axis=0), hi=np.nanmax(train, axis=0))
 
     def _scale(self) -> np.ndarray:
         span = self.hi - self.lo
