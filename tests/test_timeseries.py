@@ -241,3 +241,13 @@ def test_difference_windows_rejects_bad_input():
         difference_windows({"x": np.zeros((3, 1, 1)), "y": np.zeros((3, 1))})
     with pytest.raises(ValueError, match="scale"):
         difference_windows({"x": np.zeros((3, 2, 1)), "y": np.zeros((3, 1))}, scale=0.0)
+
+
+def test_min_max_scaler_ignores_nan_and_maps_the_train_range_to_unit_interval():
+    train = np.array([[1.0, 5.0, np.nan], [3.0, 5.0, 2.0], [2.0, 5.0, 4.0]])
+    scaler = MinMaxScaler.fit(train)
+    np.testing.assert_array_equal(scaler.lo, [1.0, 5.0, 2.0])
+    np.testing.assert_array_equal(scaler.hi, [3.0, 5.0, 4.0])
+    np.testing.assert_allclose(scaler.transform(train), [[0.0, 0.0, np.nan], [1.0, 0.0, 0.0], [0.5, 0.0, 1.0]])
+    np.testing.assert_allclose(scaler.transform(np.array([[5.0, 6.0, 3.0]])), [[2.0, 1.0, 0.5]])
+    np.testing.assert_allclose(scaler.inverse_transform(scaler.transform(train)), train)
