@@ -39,9 +39,9 @@ def learning_curves(rows: Sequence[dict[str, Any]], path: str, title: str = "") 
 
 
 def save_figure(fig: Any, path: str) -> str:
-    """Lay out ``fig`` and write it to ``path`` as a 100-dpi PNG; returns ``path``."""
+    """Lay out ``fig`` and write it to ``path`` as a 100-dpi PNG cropped to its artists (no clipped labels); returns ``path``."""
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
 
 
