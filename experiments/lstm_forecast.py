@@ -35,7 +35,7 @@ import jax
 import numpy as np
 import optax
 
-from nnjax import cli, losses, plots
+from nnjax import cli, losses, metrics, plots
 from nnjax.config import TrainConfig, check_positive
 from nnjax.data import Dataset, num_examples, split_validation
 from nnjax.data.timeseries import (
@@ -112,11 +112,6 @@ class Config(TrainConfig):
             )
 
 
-def rmse(predictions_N: np.ndarray, targets_N: np.ndarray) -> float:
-    """Root mean squared error of two same-shaped arrays."""
-    return float(np.sqrt(np.mean(np.square(np.asarray(predictions_N) - np.asarray(targets_N)))))
-
-
 def main(config: Config) -> dict:
     config = config.resolved()
     series = load_series(config.series, config.points, config.noise, config.seed)
@@ -156,22 +151,22 @@ def main(config: Config) -> dict:
         title=f"lstm_forecast ({config.series}): one-step forecasts on the test part",
         context=(t_context, series_T[t_context]),
     )
-    metrics = {
-        f"{name}_{kind}_rmse": round(rmse(pred, act), 5)
+    errors = {
+        f"{name}_{kind}_rmse": round(float(metrics.rmse(pred, act)), 5)
         for name, (act, model_pred, naive_pred) in report.items()
         for kind, pred in (("model", model_pred), ("naive", naive_pred))
     }
     if config.series == "sine":
         clean_T = noisy_sine(config.points, 0.0, config.seed)
-        metrics["test_noise_floor_rmse"] = round(rmse(clean_T[t_test], actual), 5)
+        errors["test_noise_floor_rmse"] = round(float(metrics.rmse(clean_T[t_test], actual)), 5)
     return {
         **result.summary,
         "series": config.series,
         "window": config.window,
         "difference": config.difference,
         "epochs": config.epochs,
-        **metrics,
-        "beats_naive": metrics["test_model_rmse"] < metrics["test_naive_rmse"],
+        **errors,
+        "beats_naive": errors["test_model_rmse"] < errors["test_naive_rmse"],
         "test_windows": len(actual),
         "test_time_range": [round(float(series.time_T[t]), 3) for t in (t_test[0], t_test[-1])],
         "plots": ["forecast.png", "learning_curves.png"],
