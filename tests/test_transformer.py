@@ -16,7 +16,8 @@ import pytest
 from experiments import sentiment_transformer
 from nnjax import cli
 from nnjax.errors import DataUnavailableError
-from nnjax.models.transformer import TransformerClassifier, TransformerEncoder, masked_mean
+from nnjax.models.layers import masked_mean
+from nnjax.models.transformer import TransformerClassifier, TransformerEncoder
 from nnjax.models.weights import load_params, save_params
 
 SIZES = dict(vocab_size=20, max_len=12, d_model=16, num_heads=2, num_layers=2, d_ff=24, dropout=0.1)

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nnjax.data.text import PAD_ID
 from nnjax.scratch.conv import same_padding
 
 CONV_IMPLS = ("auto", "im2col", "xla")
@@ -84,3 +85,16 @@ class Conv2D(nn.Module):
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
         return y
+
+
+def padding_mask(ids_BxT: jax.Array) -> jax.Array:
+    """bool [B, T]: True at real tokens (``ids != PAD_ID``); ValueError unless ``ids`` are integer [B, T]."""
+    if ids_BxT.ndim != 2 or not jnp.issubdtype(ids_BxT.dtype, jnp.integer):
+        raise ValueError(f"ids must be integer token ids [B, T], got {ids_BxT.dtype} {ids_BxT.shape}")
+    return ids_BxT != PAD_ID
+
+
+def masked_mean(x_BxTxD: jax.Array, mask_BxT: jax.Array) -> jax.Array:
+    """[B, D]: the mean of ``x`` over the positions where ``mask`` is True (zeros for an all-False row)."""
+    w_BxTx1 = mask_BxT[..., None].astype(x_BxTxD.dtype)
+    return (x_BxTxD * w_BxTx1).sum(axis=1) / jnp.maximum(w_BxTx1.sum(axis=1), 1.0)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nnjax.models.layers import masked_mean, padding_mask
 from nnjax.data.text import PAD_ID
 from nnjax.models.recurrent import LSTM
 
@@ -19,11 +20,6 @@ from nnjax.models.recurrent import LSTM
 def keras_embedding_init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
     """Keras ``Embedding``'s default initializer: uniform on [-0.05, 0.05)."""
     return jax.random.uniform(key, shape, dtype, -0.05, 0.05)
-
-
-def _check_ids(ids_BxT: jax.Array) -> None:
-    if ids_BxT.ndim != 2 or not jnp.issubdtype(ids_BxT.dtype, jnp.integer):
-        raise ValueError(f"ids must be integer token ids [B, T], got {ids_BxT.dtype} {ids_BxT.shape}")
 
 
 class SentimentLSTM(nn.Module):
@@ -42,8 +38,7 @@ class SentimentLSTM(nn.Module):
     @nn.compact
     def __call__(self, ids_BxT: jax.Array, train: bool = False) -> jax.Array:
         """Token ids [B, T] -> logits [B, 1]."""
-        _check_ids(ids_BxT)
-        mask_BxT = ids_BxT != PAD_ID
+        mask_BxT = padding_mask(ids_BxT)
         x_BxTxE = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=keras_embedding_init)(ids_BxT)
         lstm = LSTM(self.hidden, dropout=self.dropout, recurrent_dropout=self.recurrent_dropout)
         h_BxH = lstm(x_BxTxE, mask=mask_BxT, train=train)
@@ -66,10 +61,9 @@ class BagOfWords(nn.Module):
     @nn.compact
     def __call__(self, ids_BxT: jax.Array, train: bool = False) -> jax.Array:
         """Token ids [B, T] -> logits [B, 1]."""
-        _check_ids(ids_BxT)
-        mask_BxTx1 = (ids_BxT != PAD_ID)[..., None].astype(jnp.float32)
+        mask_BxT = padding_mask(ids_BxT)
         x_BxTxE = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=keras_embedding_init)(ids_BxT)
-        mean_BxE = (x_BxTxE * mask_BxTx1).sum(axis=1) / jnp.maximum(mask_BxTx1.sum(axis=1), 1.0)
+        mean_BxE = masked_mean(x_BxTxE, mask_BxT)
         h_BxE = nn.Dropout(self.dropout)(mean_BxE, deterministic=not train)
         if self.hidden:
             h_BxE = nn.relu(nn.Dense(self.hidden)(h_BxE))
