@@ -313,3 +313,14 @@ def binary_classification(logits_Bx1: jax.Array, batch: dict[str, jax.Array]) ->
     labels_B = batch["y"]
     loss = optax.sigmoid_binary_cross_entropy(logits_B, labels_B.astype(logits_B.dtype))
     return {"loss": loss, "accuracy": ((logits_B > 0) == (labels_B == 1)).astype(jnp.float32)}
+
+
+def next_token(logits_BxTxV: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Language-model objective: per-sequence mean next-token cross-entropy (nats) and accuracy, [B] each.
+
+    ``batch['y']`` int [B, T] holds the target token of every position; bits per token = loss / ln 2.
+    """
+    labels_BxT = batch["y"]
+    loss_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), labels_BxT)
+    correct_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == labels_BxT).astype(jnp.float32)
+    return {"loss": loss_BxT.mean(axis=1), "accuracy": correct_BxT.mean(axis=1)}
