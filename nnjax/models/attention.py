@@ -173,19 +173,19 @@ class MultiHeadAttention(nn.Module):
         train: bool = False,
         decode: bool = False,
     ) -> jax.Array:
-        d_in = x_q_BxQxD.shape[-1]
-        features = self.qkv_features or d_in
+        d_q = x_q_BxQxD.shape[-1]
+        d_kv = d_q if x_kv_BxKxD is None else x_kv_BxKxD.shape[-1]
+        features = self.qkv_features or d_q
         if features % self.num_heads:
             raise ValueError(f"qkv_features ({features}) must be divisible by num_heads ({self.num_heads})")
-        head_dim = features // self.num_heads
-        shape_in = (d_in, self.num_heads, head_dim)
+        heads = (self.num_heads, features // self.num_heads)
         params = {
-            name: self.param(name, _dense_params(shape_in, (0,), shape_in[1:], self.use_bias))
-            for name in ("query", "key", "value")
+            name: self.param(name, _dense_params((d, *heads), (0,), heads, self.use_bias))
+            for name, d in (("query", d_q), ("key", d_kv), ("value", d_kv))
         }
-        d_out = self.out_features or d_in
+        d_out = self.out_features or d_q
         params["out"] = self.param(
-            "out", _dense_params((self.num_heads, head_dim, d_out), (0, 1), (d_out,), self.use_bias)
+            "out", _dense_params((*heads, d_out), (0, 1), (d_out,), self.use_bias)
         )
         dropout_key = self.make_rng("dropout") if train and self.dropout_rate > 0.0 else None
         if not decode:
