@@ -33,39 +33,42 @@ StepFn = Callable[[State, jax.Array], tuple[jax.Array, State]]
 NEG_INF = -jnp.inf
 
 
-def filter_logits(logits_BxV: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
+def filter_logits(logits_BxV: jax.Array, top_k: int | jax.Array = 0, top_p: float | jax.Array = 1.0) -> jax.Array:
     """``logits`` with every token outside the sampling set set to -inf: [B, V] -> [B, V].
 
     ``top_k > 0`` keeps the k highest logits (ties with the k-th are kept); ``top_p < 1`` keeps the
     smallest set of most likely tokens whose probabilities add up to at least ``top_p`` (nucleus
-    sampling). Both together keep the intersection. The most likely token is always kept.
+    sampling). Both together keep the intersection; the most likely token is always kept. Both may
+    be traced values, so changing them does not recompile a jitted sampler.
     """
-    if top_k < 0 or not 0.0 < top_p <= 1.0:
+    if isinstance(top_k, int) and top_k < 0 or isinstance(top_p, float) and not 0.0 < top_p <= 1.0:
         raise ValueError(f"need top_k >= 0 and 0 < top_p <= 1, got top_k={top_k}, top_p={top_p}")
     logits_BxV = logits_BxV.astype(jnp.float32)
-    if 0 < top_k < logits_BxV.shape[-1]:
-        kth_Bx1 = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
-        logits_BxV = jnp.where(logits_BxV >= kth_Bx1, logits_BxV, NEG_INF)
-    if top_p < 1.0:
-        sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
-        probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
-        mass_before_BxV = jnp.cumsum(probs_BxV, axis=-1) - probs_BxV
-        keep_BxV = mass_before_BxV < top_p  # a token is kept if the tokens above it do not reach top_p
-        cutoff_Bx1 = jnp.min(jnp.where(keep_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
-        logits_BxV = jnp.where(logits_BxV >= cutoff_Bx1, logits_BxV, NEG_INF)
-    return logits_BxV
+    vocab = logits_BxV.shape[-1]
+    sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
+    kth_Bx1 = jnp.take(sorted_BxV, jnp.clip(top_k - 1, 0, vocab - 1), axis=-1)[:, None]
+    keep_BxV = (top_k <= 0) | (logits_BxV >= kth_Bx1)
+    probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
+    mass_before_BxV = jnp.cumsum(probs_BxV, axis=-1) - probs_BxV  # kept if the tokens above miss top_p
+    cutoff_Bx1 = jnp.min(jnp.where(mass_before_BxV < top_p, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
+    keep_BxV &= (top_p >= 1.0) | (logits_BxV >= cutoff_Bx1)
+    return jnp.where(keep_BxV, logits_BxV, NEG_INF)
 
 
 def sample_logits(
-    key: jax.Array, logits_BxV: jax.Array, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+    key: jax.Array,
+    logits_BxV: jax.Array,
+    temperature: float | jax.Array = 1.0,
+    top_k: int | jax.Array = 0,
+    top_p: float | jax.Array = 1.0,
 ) -> jax.Array:
     """One token per row, int32 [B]: from ``softmax(filter_logits(logits) / temperature)``; greedy at temperature 0."""
-    if temperature < 0:
+    if isinstance(temperature, (int, float)) and temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     logits_BxV = filter_logits(logits_BxV, top_k, top_p)
-    if temperature == 0:
-        return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(key, logits_BxV / temperature, axis=-1).astype(jnp.int32)
+    greedy_B = jnp.argmax(logits_BxV, axis=-1)
+    sampled_B = jax.random.categorical(key, logits_BxV / jnp.maximum(temperature, 1e-6), axis=-1)
+    return jnp.where(temperature > 0, sampled_B, greedy_B).astype(jnp.int32)
 
 
 def init_cache(model: nn.Module, batch_size: int) -> State:
@@ -126,6 +129,8 @@ def generate(
     """
     prompt_BxP = jnp.asarray(prompt_BxP, jnp.int32)
     batch, prompt_len = prompt_BxP.shape
+    if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
+        raise ValueError(f"need temperature >= 0, top_k >= 0, 0 < top_p <= 1; got {temperature}, {top_k}, {top_p}")
     if not 1 <= prompt_len < model.block_size or max_new_tokens < 1:
         raise ValueError(
             f"need 1 <= prompt length < block_size ({model.block_size}) and max_new_tokens >= 1, "
@@ -148,7 +153,7 @@ def generate(
     return Generated(jnp.concatenate([prompt_BxP, new_BxN], axis=1), (prompt_len + first_eos_B).astype(jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8, 9))
+@functools.partial(jax.jit, static_argnums=(0, 5, 9))
 def _generate_window(
     model, params, context_BxC, key, done_B, num_new, temperature, top_k, top_p, stop_id
 ) -> tuple[jax.Array, jax.Array]:
