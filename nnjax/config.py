@@ -23,6 +23,7 @@ from nnjax.errors import ConfigError
 
 PARALLEL_MODES = ("none", "jit", "pmap")
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +56,7 @@ class TrainConfig(RunConfig):
     """Fields every supervised experiment accepts (and the trainer reads)."""
 
     epochs: int = 5
+    steps: int = 0  # > 0: train exactly this many steps (the last epoch partial) instead of --epochs
     batch_size: int = 128
     learning_rate: float = 1e-3
     optimizer: str = dataclasses.field(default="adam", metadata={"choices": OPTIMIZERS})
@@ -69,12 +71,24 @@ class TrainConfig(RunConfig):
     checkpoint_every_steps: int = 0
     keep_checkpoints: int = 3
     scan_epoch: bool = True
+    grad_accum_steps: int = 1  # each step's gradient is the mean over this many equal micro-batches
+    precision: str = dataclasses.field(default="float32", metadata={"choices": PRECISIONS})  # forward/backward dtype
+    prefetch: int = 2  # host batches placed on device ahead of the loop path's steps (0: no thread)
 
     def validate(self) -> None:
-        check_positive(self, "epochs", "batch_size", "eval_batch_size", "log_every_steps", "keep_checkpoints")
-        for name in ("checkpoint_every_epochs", "checkpoint_every_steps"):
+        check_positive(
+            self, "epochs", "batch_size", "eval_batch_size", "log_every_steps", "keep_checkpoints", "grad_accum_steps"
+        )
+        if self.steps < 0:
+            raise ConfigError(f"--steps must be >= 0 (0 trains --epochs whole epochs), got {self.steps}")
+        for name in ("checkpoint_every_epochs", "checkpoint_every_steps", "prefetch"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0 (0 disables), got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum_steps:
+            raise ConfigError(
+                f"--batch-size {self.batch_size} is not divisible by --grad-accum-steps {self.grad_accum_steps}; "
+                f"use a multiple of {self.grad_accum_steps}"
+            )
         check_positive(self, "learning_rate")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ConfigError(f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")

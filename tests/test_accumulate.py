@@ -44,6 +44,24 @@ def test_scan_accumulation_equals_big_batch_grad(k, b, seed):
     np.testing.assert_allclose(loss, loss_fn(params, batch), rtol=1e-5)
 
 
+def test_accumulation_with_rng_gives_micro_batch_i_key_i():
+    """With ``rng``, micro-batch i sees key i of ``split(rng, k)``; every leaf of the loss pytree is averaged."""
+    k, b = 3, 2
+    params, batch, _ = _mlp_problem(5, k * b)
+    rng = jax.random.PRNGKey(7)
+
+    def loss_and_grad(params, micro_batch, key):
+        u = jax.random.uniform(key)
+        return {"u": u, "u_times_y": u * micro_batch["y"].sum()}, jax.tree.map(lambda p: u * p, params)
+
+    aux, grads = jax.jit(lambda p, bt, r: accumulate_gradient(loss_and_grad, p, bt, k, rng=r))(params, batch, rng)
+    u_K = np.asarray(jax.vmap(jax.random.uniform)(jax.random.split(rng, k)))
+    assert len(set(u_K.tolist())) == k, "each micro-batch needs its own key"
+    np.testing.assert_allclose(aux["u"], u_K.mean(), rtol=1e-6)
+    np.testing.assert_allclose(aux["u_times_y"], np.mean(u_K * batch["y"].reshape(k, b).sum(1)), rtol=1e-5)
+    chex.assert_trees_all_close(grads, jax.tree.map(lambda p: u_K.mean() * p, params), rtol=1e-5)
+
+
 @pytest.mark.parametrize("tx", [optax.sgd(0.1, momentum=0.9), optax.adam(1e-2)], ids=["momentum", "adam"])
 def test_multisteps_over_micro_batches_equals_big_batch_steps(tx):
     """Two accumulated updates (2·k calls) match two optax steps on the corresponding big batches."""

@@ -1,6 +1,7 @@
 """Data sets as in-memory numpy splits plus deterministic batching."""
 
 from nnjax.data.pipeline import epoch_batch_indices, num_examples, padded_batches, split_validation, take
+from nnjax.data.prefetch import prefetch
 from nnjax.data.registry import DIGITS_AUTO, Dataset, available, load_dataset, register
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "load_dataset",
     "num_examples",
     "padded_batches",
+    "prefetch",
     "register",
     "split_validation",
     "take",

@@ -18,6 +18,7 @@ import optax
 Params = Any
 Batch = Any
 LossAndGrad = Callable[[Params, Batch], tuple[jax.Array, Params]]
+LossAndGradWithKey = Callable[[Params, Batch, jax.Array], tuple[Any, Params]]
 
 
 def split_microbatches(batch: Batch, num_micro: int) -> Batch:
@@ -39,22 +40,36 @@ def split_microbatches(batch: Batch, num_micro: int) -> Batch:
     return jax.tree.map(lambda a: a.reshape(num_micro, size // num_micro, *a.shape[1:]), batch)
 
 
-def accumulate_gradient(loss_and_grad: LossAndGrad, params: Params, batch: Batch, num_micro: int) -> tuple[jax.Array, Params]:
+def accumulate_gradient(
+    loss_and_grad: LossAndGrad | LossAndGradWithKey,
+    params: Params,
+    batch: Batch,
+    num_micro: int,
+    rng: jax.Array | None = None,
+) -> tuple[Any, Params]:
     """Mean loss and mean gradient over ``num_micro`` equal micro-batches of ``batch``.
 
     ``loss_and_grad(params, micro_batch) -> (mean loss, grads)`` is e.g.
-    ``jax.value_and_grad(loss_fn)``. Returns ``(loss, grads)`` equal to ``loss_and_grad(params,
-    batch)`` up to float rounding when ``loss_fn`` is a mean over examples.
+    ``jax.value_and_grad(loss_fn)``; each leaf of ``batch`` [k·b, ...] is split into k micro-batches
+    [b, ...]. Returns ``(loss, grads)`` equal to ``loss_and_grad(params, batch)`` up to float rounding
+    when ``loss_fn`` is a mean over examples. The loss slot may be any pytree of arrays (e.g. a dict
+    of metrics plus auxiliary state): every leaf is averaged over the micro-batches.
+
+    With ``rng`` (a PRNG key), it is split into k keys and micro-batch i is evaluated as
+    ``loss_and_grad(params, micro_batch_i, key_i)``, so each micro-batch gets its own dropout mask.
     """
     micro_KxB = split_microbatches(batch, num_micro)
-    first = jax.tree.map(lambda a: a[0], micro_KxB)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(loss_and_grad, params, first))
+    if rng is None:
+        xs, call = micro_KxB, loss_and_grad
+    else:
+        xs, call = (micro_KxB, jax.random.split(rng, num_micro)), lambda p, x: loss_and_grad(p, *x)
+    first = jax.tree.map(lambda a: a[0], xs)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(call, params, first))
 
-    def add(total, micro_batch):
-        loss, grads = loss_and_grad(params, micro_batch)
-        return jax.tree.map(jnp.add, total, (loss, grads)), None
+    def add(total, x):
+        return jax.tree.map(jnp.add, total, call(params, x)), None
 
-    total, _ = jax.lax.scan(add, zeros, micro_KxB)
+    total, _ = jax.lax.scan(add, zeros, xs)
     return jax.tree.map(lambda t: t / num_micro, total)
 
 

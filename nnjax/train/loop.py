@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from nnjax import plots
 from nnjax.config import TrainConfig, prepare_workdir
-from nnjax.data import Dataset, epoch_batch_indices, num_examples, padded_batches, split_validation, take
+from nnjax.data import Dataset, epoch_batch_indices, num_examples, padded_batches, prefetch, split_validation, take
 from nnjax.errors import ConfigError, TrainingDivergedError
 from nnjax.optim import make_optimizer
 from nnjax.train.checkpoint import Checkpointer
@@ -40,19 +40,21 @@ class FitResult:
     summary: dict[str, Any]
 
 
-def chunk_bounds(epoch: int, steps_per_epoch: int, start: int, config: TrainConfig) -> Iterator[tuple[int, int]]:
-    """Step ranges [a, b) within an epoch, from step ``start`` on, that run as one chunk.
+def chunk_bounds(
+    epoch: int, steps_per_epoch: int, start: int, config: TrainConfig, stop: int | None = None
+) -> Iterator[tuple[int, int]]:
+    """Step ranges [a, b) within an epoch, from step ``start`` to step ``stop``, that run as one chunk.
 
-    Boundaries fall every ``log_every_steps`` steps of the epoch, at the epoch end and at every
-    step-checkpoint, and depend on nothing else, so a run resumed from a checkpoint replays exactly
-    the chunks (and therefore bit-identical arithmetic) of an uninterrupted run.
+    ``stop`` (default: the epoch end, ``steps_per_epoch``) is where a ``--steps`` run ends inside its
+    last epoch. Boundaries fall every ``log_every_steps`` steps of the epoch, at ``stop`` and at
+    every step-checkpoint, and depend on nothing else, so a run resumed from a checkpoint replays
+    exactly the chunks (and therefore bit-identical arithmetic) of an uninterrupted run.
     """
+    stop = steps_per_epoch if stop is None else stop
     ends = [
         p
-        for p in range(start + 1, steps_per_epoch + 1)
-        if p % config.log_every_steps == 0
-        or p == steps_per_epoch
-        or _step_checkpoint_due(config, epoch * steps_per_epoch + p)
+        for p in range(start + 1, stop + 1)
+        if p % config.log_every_steps == 0 or p == stop or _step_checkpoint_due(config, epoch * steps_per_epoch + p)
     ]
     yield from zip([start, *ends[:-1]], ends)
 
@@ -61,11 +63,16 @@ def _all_finite(tree: Any) -> bool:
     return all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(tree) if np.issubdtype(leaf.dtype, np.inexact))
 
 
-def evaluate(parallel: Parallel, state: TrainState, split: dict[str, np.ndarray], batch_size: int) -> dict[str, float]:
-    """Exact means of every objective metric over ``split`` (padded batches, masked)."""
+def evaluate(
+    parallel: Parallel, state: TrainState, split: dict[str, np.ndarray], batch_size: int, prefetch_size: int = 2
+) -> dict[str, float]:
+    """Exact means of every objective metric over ``split`` (padded batches [batch_size, ...], masked).
+
+    Up to ``prefetch_size`` batches are placed on the device ahead of the step (0: no thread).
+    """
     totals = None
-    for batch in padded_batches(split, batch_size):
-        sums = parallel.eval_step(state, parallel.place_batch(batch))
+    for batch in prefetch(padded_batches(split, batch_size), prefetch_size, parallel.place_batch):
+        sums = parallel.eval_step(state, batch)
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
     totals = jax.device_get(totals)
     count = totals.pop("count")
@@ -88,6 +95,10 @@ def fit(
     ``tx`` overrides the optimizer named by ``config.optimizer``; ``augment(key, batch) -> batch``
     (e.g. ``nnjax.scratch.regularization.augmentation('mixup', K)``) transforms every training batch
     inside the jitted step, never validation or test batches.
+
+    The run trains ``config.steps`` steps if > 0 (its last epoch partial), else ``config.epochs``
+    whole epochs; ``config.grad_accum_steps`` and ``config.precision`` configure the train/eval
+    steps (``nnjax.train.steps``), and ``config.prefetch`` batches are placed ahead on the loop path.
     """
     workdir = prepare_workdir(config, experiment, data_source=data.source)
 
@@ -99,8 +110,11 @@ def fit(
     steps_per_epoch = n_train // config.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"--batch-size {config.batch_size} is larger than the {n_train} training examples")
-    total_steps = config.epochs * steps_per_epoch
-    parallel = Parallel(config.parallel, objective, config.batch_size, config.eval_batch_size, augment)
+    total_steps = config.steps or config.epochs * steps_per_epoch
+    parallel = Parallel(
+        config.parallel, objective, config.batch_size, config.eval_batch_size, augment,
+        config.grad_accum_steps, config.precision,
+    )
 
     tx = tx or make_optimizer(config.optimizer, config.learning_rate)
     state = create_train_state(model, tx, train["x"][: config.batch_size], jax.random.PRNGKey(config.seed))
@@ -112,7 +126,7 @@ def fit(
     writer = MetricWriter(workdir, resume_step=int(state.step) if resumed else None)
     try:
         state, throughput = _train(config, parallel, state, train, val, steps_per_epoch, total_steps, checkpoints, writer)
-        test = evaluate(parallel, parallel.place_state(state), data.test, config.eval_batch_size)
+        test = evaluate(parallel, parallel.place_state(state), data.test, config.eval_batch_size, config.prefetch)
         writer.write({"kind": "test", "step": int(state.step), **{f"test_{k}": v for k, v in test.items()}})
         plots.learning_curves(writer.rows, os.path.join(workdir, "learning_curves.png"), title=f"{experiment} on {data.name}")
     finally:
@@ -125,9 +139,11 @@ def fit(
         **{k: round(v, 4) for k, v in last_epoch.items() if k.startswith("val_")},
         "data": data.name,
         "train_examples": n_train,
-        "epochs": config.epochs,
+        "epochs": _epochs(int(state.step), steps_per_epoch),
         "steps": int(state.step),
         "parallel": config.parallel,
+        "grad_accum_steps": config.grad_accum_steps,
+        "precision": config.precision,
         "compile_s": round(parallel.compile_seconds, 2),
         **throughput,
         "workdir": workdir,
@@ -161,15 +177,18 @@ def _train(
     device_state = parallel.place_state(state)
     run_seconds, run_examples = 0.0, 0
     bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, mininterval=0.5)
-    for epoch in range(step // steps_per_epoch, config.epochs):
+    num_epochs = -(-total_steps // steps_per_epoch)  # the last one partial when --steps ends mid-epoch
+    first_epoch = step // steps_per_epoch if step < total_steps else num_epochs  # a finished run trains nothing
+    for epoch in range(first_epoch, num_epochs):
         idx_SxB = epoch_batch_indices(n_train, config.batch_size, config.seed, epoch)
-        for start, stop in chunk_bounds(epoch, steps_per_epoch, step - epoch * steps_per_epoch, config):
+        epoch_stop = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
+        for start, stop in chunk_bounds(epoch, steps_per_epoch, step - epoch * steps_per_epoch, config, epoch_stop):
             compile_before = parallel.compile_seconds
             tick = time.perf_counter()
             if use_scan:
                 device_state, metrics = parallel.train_chunk(device_state, device_data, idx_SxB[start:stop])
             else:
-                device_state, metrics = _train_steps(parallel, device_state, train, idx_SxB[start:stop])
+                device_state, metrics = _train_steps(parallel, device_state, train, idx_SxB[start:stop], config.prefetch)
             metrics = jax.device_get(metrics)
             run_seconds += time.perf_counter() - tick - (parallel.compile_seconds - compile_before)
             run_examples += (stop - start) * config.batch_size
@@ -182,15 +201,16 @@ def _train(
                 epoch=epoch + 1, **{k.removeprefix("train_"): f"{v:.4f}" for k, v in means.items()},
                 ex_per_s=f"{run_examples / max(run_seconds, 1e-9):.0f}",
             )
-            if _step_checkpoint_due(config, step) and stop < steps_per_epoch:  # epoch ends save below, after their row
+            if _step_checkpoint_due(config, step) and stop < epoch_stop:  # epoch ends save below, after their row
                 _save(parallel, device_state, checkpoints, step)
         row = {"kind": "epoch", "step": step, "epoch": epoch + 1, **_epoch_train_means(writer.rows, epoch + 1)}
         if val is not None:
-            row |= {f"val_{k}": v for k, v in evaluate(parallel, device_state, val, config.eval_batch_size).items()}
+            val_means = evaluate(parallel, device_state, val, config.eval_batch_size, config.prefetch)
+            row |= {f"val_{k}": v for k, v in val_means.items()}
         writer.write(row)
         log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items() if k.startswith(("train_", "val_"))})
         epoch_due = config.checkpoint_every_epochs and (epoch + 1) % config.checkpoint_every_epochs == 0
-        if epoch_due or _step_checkpoint_due(config, step) or epoch + 1 == config.epochs:
+        if epoch_due or _step_checkpoint_due(config, step) or step == total_steps:
             _save(parallel, device_state, checkpoints, step)
     bar.close()
     throughput = {"train_time_s": round(run_seconds, 2)}
@@ -204,13 +224,23 @@ def _step_checkpoint_due(config: TrainConfig, step: int) -> bool:
     return bool(config.checkpoint_every_steps) and step % config.checkpoint_every_steps == 0
 
 
-def _train_steps(parallel: Parallel, state: TrainState, train: dict[str, np.ndarray], idx_CxB: np.ndarray):
-    """The loop path: one compiled step per host batch; returns (state, stacked metrics [C])."""
+def _train_steps(
+    parallel: Parallel, state: TrainState, train: dict[str, np.ndarray], idx_CxB: np.ndarray, prefetch_size: int
+) -> tuple[TrainState, dict[str, np.ndarray]]:
+    """The loop path: one compiled step per host batch (rows ``idx_CxB[i]``, placed up to
+    ``prefetch_size`` batches ahead by a background thread); returns (state, stacked metrics [C])."""
     metrics = []
-    for idx_B in idx_CxB:
-        state, step_metrics = parallel.train_step(state, parallel.place_batch(take(train, idx_B)))
+    batches = (take(train, idx_B) for idx_B in idx_CxB)
+    for batch in prefetch(batches, prefetch_size, parallel.place_batch):
+        state, step_metrics = parallel.train_step(state, batch)
         metrics.append(step_metrics)
     return state, jax.tree.map(lambda *m: np.stack(m), *jax.device_get(metrics))
+
+
+def _epochs(steps: int, steps_per_epoch: int) -> int | float:
+    """Epochs that ``steps`` steps cover: an int when whole, else rounded to 3 decimals (e.g. 2.5)."""
+    whole, rest = divmod(steps, steps_per_epoch)
+    return whole if rest == 0 else round(steps / steps_per_epoch, 3)
 
 
 def _epoch_train_means(rows: list[dict[str, Any]], epoch: int) -> dict[str, float]:

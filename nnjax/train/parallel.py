@@ -9,6 +9,8 @@ Three modes share the same pure steps (``nnjax.train.steps``):
   replicated with ``flax.jax_utils.replicate`` and batches are reshaped to [devices, B/devices, ...].
 
 Each step is compiled ahead of time once per input shape, so compile time is measured, not guessed.
+``grad_accum_steps`` and ``precision`` are passed to the pure steps unchanged in every mode; under
+pmap each device splits its own [B/devices] share into the micro-batches.
 """
 
 from __future__ import annotations
@@ -24,10 +26,20 @@ from flax import jax_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from nnjax.config import PARALLEL_MODES
+from nnjax.config import PARALLEL_MODES, PRECISIONS
 from nnjax.errors import ConfigError
 from nnjax.train.state import TrainState
-from nnjax.train.steps import Augment, Batch, Metrics, Objective, make_eval_step, make_train_chunk, make_train_step
+from nnjax.train.steps import (
+    Augment,
+    Batch,
+    EvalStep,
+    Metrics,
+    Objective,
+    TrainStep,
+    make_eval_step,
+    make_train_chunk,
+    make_train_step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +47,24 @@ log = logging.getLogger(__name__)
 class Parallel:
     """Placement plus compiled train/eval steps for one parallelism ``mode``.
 
-    ``augment(key, batch) -> batch``, if given, transforms every training batch inside the step.
+    ``augment(key, batch) -> batch``, if given, transforms every training batch inside the step;
+    ``grad_accum_steps`` and ``precision`` are the memory options of ``make_train_step``.
     """
 
     def __init__(
-        self, mode: str, objective: Objective, batch_size: int, eval_batch_size: int, augment: Augment | None = None
+        self,
+        mode: str,
+        objective: Objective,
+        batch_size: int,
+        eval_batch_size: int,
+        augment: Augment | None = None,
+        grad_accum_steps: int = 1,
+        precision: str = "float32",
     ):
         if mode not in PARALLEL_MODES:
             raise ConfigError(f"--parallel must be one of {', '.join(PARALLEL_MODES)}, got {mode!r}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.mode = mode
         self.num_devices = 1 if mode == "none" else jax.device_count()
         for flag, size in (("--batch-size", batch_size), ("--eval-batch-size", eval_batch_size)):
@@ -51,36 +73,37 @@ class Parallel:
                     f"{flag} {size} is not divisible by the {self.num_devices} devices of --parallel {mode}; "
                     f"use a multiple of {self.num_devices}"
                 )
+        _check_micro_batches(mode, batch_size, self.num_devices, grad_accum_steps)
         self.compile_seconds = 0.0
         self._compiled: dict[Any, Any] = {}
+        step = make_train_step(objective, "batch" if mode == "pmap" else None, augment, grad_accum_steps, precision)
+        eval_step = make_eval_step(objective, "batch" if mode == "pmap" else None, precision)
         if mode == "none":
-            self._init_single(objective, augment)
+            self._init_single(step, eval_step)
         elif mode == "jit":
-            self._init_mesh(objective, augment)
+            self._init_mesh(step, eval_step)
         else:
-            self._init_pmap(objective, augment)
+            self._init_pmap(step, eval_step)
 
     @property
     def supports_scan(self) -> bool:
         """Whether whole chunks of steps can run in one ``lax.scan`` over device-resident data."""
         return self._train_chunk is not None
 
-    def _init_single(self, objective: Objective, augment: Augment | None) -> None:
-        step = make_train_step(objective, augment=augment)
+    def _init_single(self, step: TrainStep, eval_step: EvalStep) -> None:
         self._train_step = jax.jit(step, donate_argnums=0)
         self._train_chunk = jax.jit(make_train_chunk(step), donate_argnums=0)
-        self._eval_step = jax.jit(make_eval_step(objective))
+        self._eval_step = jax.jit(eval_step)
         self.place_state = jax.device_put
         self.place_batch = jax.device_put
         self.place_data = jax.device_put
         self.host_state = jax.device_get
         self._host_metrics = lambda m: m
 
-    def _init_mesh(self, objective: Objective, augment: Augment | None) -> None:
+    def _init_mesh(self, step: TrainStep, eval_step: EvalStep) -> None:
         mesh = Mesh(np.array(jax.devices()), ("data",))
         replicated = NamedSharding(mesh, P())
         sharded = NamedSharding(mesh, P("data"))
-        step = make_train_step(objective, augment=augment)
         constrain = lambda batch: jax.lax.with_sharding_constraint(batch, sharded)  # noqa: E731
         self._train_step = jax.jit(
             step, in_shardings=(replicated, sharded), out_shardings=(replicated, replicated), donate_argnums=0
@@ -91,17 +114,17 @@ class Parallel:
             out_shardings=(replicated, replicated),
             donate_argnums=0,
         )
-        self._eval_step = jax.jit(make_eval_step(objective), in_shardings=(replicated, sharded), out_shardings=replicated)
+        self._eval_step = jax.jit(eval_step, in_shardings=(replicated, sharded), out_shardings=replicated)
         self.place_state = lambda state: jax.device_put(state, replicated)
         self.place_batch = lambda batch: jax.device_put(batch, sharded)
         self.place_data = lambda data: jax.device_put(data, replicated)
         self.host_state = jax.device_get
         self._host_metrics = lambda m: m
 
-    def _init_pmap(self, objective: Objective, augment: Augment | None) -> None:
-        self._train_step = jax.pmap(make_train_step(objective, "batch", augment), axis_name="batch", donate_argnums=0)
+    def _init_pmap(self, step: TrainStep, eval_step: EvalStep) -> None:
+        self._train_step = jax.pmap(step, axis_name="batch", donate_argnums=0)
         self._train_chunk = None
-        self._eval_step = jax.pmap(make_eval_step(objective, "batch"), axis_name="batch")
+        self._eval_step = jax.pmap(eval_step, axis_name="batch")
         devices = self.num_devices
         self.place_state = jax_utils.replicate
         self.place_batch = lambda batch: {k: v.reshape(devices, -1, *v.shape[1:]) for k, v in batch.items()}
@@ -131,3 +154,20 @@ class Parallel:
     def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
         """Mask-weighted metric sums of one placed batch."""
         return self._host_metrics(self._call("eval_step", self._eval_step, state, batch))
+
+
+def _check_micro_batches(mode: str, batch_size: int, num_devices: int, grad_accum_steps: int) -> None:
+    """``ConfigError`` unless the batch each step splits (per device under pmap) has K equal micro-batches."""
+    if grad_accum_steps < 1:
+        raise ConfigError(f"--grad-accum-steps must be >= 1, got {grad_accum_steps}")
+    if mode == "pmap" and (batch_size // num_devices) % grad_accum_steps:
+        raise ConfigError(
+            f"the per-device batch {batch_size // num_devices} (--batch-size {batch_size} over {num_devices} devices "
+            f"of --parallel pmap) is not divisible by --grad-accum-steps {grad_accum_steps}; "
+            f"use a --batch-size that is a multiple of {num_devices * grad_accum_steps}"
+        )
+    if batch_size % grad_accum_steps:
+        raise ConfigError(
+            f"--batch-size {batch_size} is not divisible by --grad-accum-steps {grad_accum_steps}; "
+            f"use a multiple of {grad_accum_steps}"
+        )
