@@ -6,7 +6,8 @@
 
 The slide downloads a pretrained model from the Hugging Face hub, which cannot happen offline.
 Here the same pipeline -- tokenize -> transformer encoder -> pooled classifier -> probability --
-is nnjax's own ``TransformerClassifier`` (pre-LayerNorm encoder, masked mean pooling, Dense(1))
+is nnjax's own ``TransformerClassifier`` (pre-LayerNorm encoder, masked mean pooling, Dense(1);
+``--norm post --activation relu --positional sinusoidal`` gives the encoder of seeds 000·5 / 001·11)
 trained from scratch through ``nnjax.train.fit`` on the Rotten Tomatoes snippets that
 ``experiments.sentiment_lstm`` uses (same data, split and slide-13 evaluation: accuracy,
 precision, recall, F1, ``confusion_matrix.png``). Training writes ``classifier.msgpack`` (the
@@ -34,7 +35,7 @@ from nnjax.data.sentiment import CLASS_NAMES, encode_texts, load_sentiment
 from nnjax.data.text import Vocabulary
 from nnjax.errors import ConfigError, DataUnavailableError
 from nnjax.models.text import predict_probabilities
-from nnjax.models.transformer import POOLINGS, TransformerClassifier
+from nnjax.models.transformer import ACTIVATIONS, NORMS, POOLINGS, POSITIONALS, TransformerClassifier
 from nnjax.models.weights import load_params, save_params
 from nnjax.train import fit
 
@@ -53,6 +54,9 @@ class Config(sentiment_lstm.Config):
     d_ff: int = 128
     dropout: float = 0.1
     pooling: str = dataclasses.field(default="mean", metadata={"choices": POOLINGS})
+    norm: str = dataclasses.field(default="pre", metadata={"choices": NORMS})  # post: seed 001·11's block
+    activation: str = dataclasses.field(default="gelu", metadata={"choices": tuple(ACTIVATIONS)})
+    positional: str = dataclasses.field(default="learned", metadata={"choices": POSITIONALS})  # sinusoidal: 000·5
     weights: str | None = None  # a classifier.msgpack to load for --predict (inference mode)
     vocab: str | None = None  # its vocab.json; default: vocab.json beside --weights
     predict: str | None = None  # '|'-separated texts to classify with --weights
@@ -78,7 +82,8 @@ class Config(sentiment_lstm.Config):
 def make_model(config: Config) -> TransformerClassifier:
     return TransformerClassifier(
         config.vocab_size, config.max_len, config.d_model, config.num_heads, config.num_layers, config.d_ff,
-        config.dropout, num_outputs=1, pooling=config.pooling,
+        config.dropout, num_outputs=1, pooling=config.pooling, norm=config.norm, activation=config.activation,
+        positional=config.positional,
     )
 
 

@@ -1,13 +1,14 @@
 """Flax modules grouped by family; every ``__call__`` takes ``(x, train: bool)``."""
 
+from nnjax.models.attention import MultiHeadAttention, multi_head_attention, scaled_dot_product_attention
 from nnjax.models.cnn import MnistCNN
-from nnjax.models.forecast import StockForecaster
+from nnjax.models.forecast import StockForecaster, TimeSeriesForecaster, TimeSeriesTransformer
 from nnjax.models.layers import Conv2D, im2col_conv, max_pool_2x2
 from nnjax.models.mlp import MLP, BackpropMLP
 from nnjax.models.recurrent import LSTM, Bidirectional, LSTMForecaster, SimpleRNN
 from nnjax.models.resmlp import DropoutMLP, ResMLP, ScratchBatchNorm, ScratchDropout
 from nnjax.models.text import BagOfWords, SentimentLSTM
-from nnjax.models.transformer import TransformerClassifier, TransformerEncoder
+from nnjax.models.transformer import EncoderBlock, TransformerClassifier, TransformerEncoder, TransformerLM
 
 __all__ = [
     "BackpropMLP",
@@ -15,18 +16,25 @@ __all__ = [
     "Bidirectional",
     "Conv2D",
     "DropoutMLP",
+    "EncoderBlock",
     "LSTM",
     "LSTMForecaster",
     "MLP",
     "MnistCNN",
+    "MultiHeadAttention",
     "ResMLP",
     "ScratchBatchNorm",
     "ScratchDropout",
     "SentimentLSTM",
     "SimpleRNN",
     "StockForecaster",
+    "TimeSeriesForecaster",
+    "TimeSeriesTransformer",
     "TransformerClassifier",
     "TransformerEncoder",
+    "TransformerLM",
     "im2col_conv",
     "max_pool_2x2",
+    "multi_head_attention",
+    "scaled_dot_product_attention",
 ]

@@ -14,6 +14,7 @@ layout of ``flax.linen.MultiHeadDotProductAttention`` (``query``/``key``/``value
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -132,14 +133,15 @@ def multi_head_attention(
 
 
 def _dense_params(
-    kernel_shape: tuple[int, ...], in_axes: tuple[int, ...], bias_shape: tuple[int, ...], use_bias: bool
+    kernel_shape: tuple[int, ...], num_in_axes: int, bias_shape: tuple[int, ...], use_bias: bool
 ) -> nn.initializers.Initializer:
-    """Initializer of one projection's {'kernel', 'bias'}: LeCun normal over the ``in_axes`` fan-in, zero bias."""
-    out_axes = tuple(i for i in range(len(kernel_shape)) if i not in in_axes)
-    kernel_init = jax.nn.initializers.lecun_normal(in_axis=in_axes, out_axis=out_axes)
+    """Initializer of one projection's {'kernel', 'bias'}: LeCun normal over the fan-in of the first
+    ``num_in_axes`` kernel axes (drawn as a 2-D matrix and reshaped, as ``nn.DenseGeneral`` does), zero bias."""
+    fan_in = math.prod(kernel_shape[:num_in_axes])
 
     def init(key: jax.Array) -> Params:
-        params = {"kernel": kernel_init(key, kernel_shape, jnp.float32)}
+        kernel = nn.initializers.lecun_normal()(key, (fan_in, math.prod(kernel_shape) // fan_in), jnp.float32)
+        params = {"kernel": kernel.reshape(kernel_shape)}
         if use_bias:
             params["bias"] = jnp.zeros(bias_shape, jnp.float32)
         return params
@@ -180,12 +182,12 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"qkv_features ({features}) must be divisible by num_heads ({self.num_heads})")
         heads = (self.num_heads, features // self.num_heads)
         params = {
-            name: self.param(name, _dense_params((d, *heads), (0,), heads, self.use_bias))
+            name: self.param(name, _dense_params((d, *heads), 1, heads, self.use_bias))
             for name, d in (("query", d_q), ("key", d_kv), ("value", d_kv))
         }
         d_out = self.out_features or d_q
         params["out"] = self.param(
-            "out", _dense_params((*heads, d_out), (0, 1), (d_out,), self.use_bias)
+            "out", _dense_params((*heads, d_out), 2, (d_out,), self.use_bias)
         )
         dropout_key = self.make_rng("dropout") if train and self.dropout_rate > 0.0 else None
         if not decode:

@@ -1,0 +1,117 @@
+"""Character LM data, the seed 000·13 experiment end to end, and its data-parallel training."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from experiments import char_lm
+from nnjax import cli
+from nnjax.data.chars import CharVocabulary, char_lm_dataset, next_token_windows
+
+TINY = ["--block-size", "8", "--d-model", "16", "--num-heads", "2", "--num-layers", "1", "--batch-size", "8",
+        "--eval-batch-size", "64", "--log-every-steps", "2"]
+
+
+def test_vocabulary_round_trip_and_unknowns(tmp_path):
+    vocab = CharVocabulary.build("hello world")
+    assert len(vocab) == 9 and vocab.chars[0] == "\x00"
+    assert vocab.decode(vocab.encode("low rod")) == "low rod"
+    np.testing.assert_array_equal(vocab.encode("hz"), [vocab.id_of("h"), 0])
+    path = str(tmp_path / "vocab.json")
+    vocab.to_json(path)
+    assert CharVocabulary.from_json(path) == vocab
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        vocab.id_of("z")
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(2, 200), block=st.integers(1, 20))
+def test_windows_are_shifted_by_one(n, block):
+    ids = np.arange(n, dtype=np.int32)
+    if (n - 1) // block < 1:
+        with pytest.raises(ValueError):
+            next_token_windows(ids, block)
+        return
+    w = next_token_windows(ids, block)
+    assert w["x"].shape == w["y"].shape == ((n - 1) // block, block)
+    np.testing.assert_array_equal(w["y"], w["x"] + 1)  # on 0, 1, 2, ... the next token is +1
+    np.testing.assert_array_equal(w["x"].ravel(), ids[: w["x"].size])  # consecutive, no gaps
+
+
+def test_dataset_splits_in_order_and_builds_the_vocabulary_from_train_only():
+    text = "abcabcabc" * 10 + "xyz" * 10
+    data, vocab = char_lm_dataset(text, block_size=4, val_fraction=0.25)
+    assert "x" not in vocab.chars and vocab.decode(data.train["x"][0]) == "abca"
+    assert (data.test["x"] == 0).any(), "validation-only characters map to the unknown id"
+    assert data.num_classes == len(vocab) == 4
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    words = "the king queen speak lord love death night day sword crown heart".split()
+    lines = [f"{rng.choice(['KING.', 'QUEEN.'])}\n{' '.join(rng.choice(words, 6))}\n" for _ in range(300)]
+    path = tmp_path_factory.mktemp("text") / "play.txt"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return str(path)
+
+
+def test_train_then_sample_and_beam_search(text_file, tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    argv = ["--text-file", text_file, "--steps", "6", "--workdir", workdir, "--max-new-tokens", "12", *TINY]
+    assert cli.run(char_lm.main, char_lm.Config, argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["steps"] == 6 and np.isfinite(out["val_loss"])
+    np.testing.assert_allclose(out["val_bpc"], out["val_loss"] / np.log(2), atol=1e-3)
+    for name in out["files"]:
+        assert os.path.isfile(os.path.join(workdir, name)), name
+    assert len(out["samples"]) == 1 and out["samples"][0].startswith("\n") and len(out["samples"][0]) == 13
+
+    sample = ["--sample", "--workdir", workdir, "--prompt", "KING.\\n", "--num-samples", "2", "--max-new-tokens", "5",
+              "--top-k", "3", "--eos", "\\n"]
+    assert cli.run(char_lm.main, char_lm.Config, sample) == 0
+    samples = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["samples"]
+    assert len(samples) == 2 and all(s.startswith("KING.\n") and len(s) <= 11 for s in samples)
+
+    beams = ["--sample", "--workdir", workdir, "--prompt", "KING.\\n", "--beam-size", "3"]
+    assert cli.run(char_lm.main, char_lm.Config, beams) == 0
+    found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["samples"]
+    assert 1 <= len(found) <= 3 and all(s.startswith("KING.\n") for s in found)
+    assert all(s.endswith("\n") and len(s) > 6 or len(s) == 8 for s in found), "beams end at EOS or a full context"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sample"], "--workdir"),
+        (["--d-model", "10", "--num-heads", "4"], "divisible"),
+        (["--eos", "ab"], "--eos"),
+        (["--top-p", "0"], "--top-p"),
+        (["--sample", "--workdir", "/nonexistent/run"], "not found"),
+    ],
+)
+def test_config_errors(argv, message, capsys):
+    assert cli.run(char_lm.main, char_lm.Config, argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_data_parallel_modes_give_the_same_losses(text_file, tmp_path, capsys, eight_devices):
+    """The LM trains under --parallel jit and pmap on 8 fake devices with the single-device losses."""
+    losses = {}
+    for mode in ("none", "jit", "pmap"):
+        workdir = str(tmp_path / mode)
+        argv = ["--text-file", text_file, "--steps", "4", "--workdir", workdir, "--parallel", mode,
+                "--num-samples", "0", "--no-scan-epoch", *TINY]
+        assert cli.run(char_lm.main, char_lm.Config, argv) == 0
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            rows = [json.loads(line) for line in f]
+        losses[mode] = [row["train_loss"] for row in rows if row["kind"] == "train"] + [json.loads(
+            capsys.readouterr().out.strip().splitlines()[-1])["val_loss"]]
+    np.testing.assert_allclose(losses["jit"], losses["none"], rtol=1e-5)
+    np.testing.assert_allclose(losses["pmap"], losses["none"], rtol=1e-5)
