@@ -127,9 +127,13 @@ def test_post_ln_block_is_the_seed_formula():
     p = block.init(jax.random.PRNGKey(1), x)["params"]
     ln = lambda name, h: nn.LayerNorm().apply({"params": p[name]}, h)  # noqa: E731
     dense = lambda name, h: h @ p[name]["kernel"] + p[name]["bias"]  # noqa: E731
-    h = ln("ln_attention", x + multi_head_attention(p["attention"], x))
-    expected = ln("ln_mlp", h + dense("mlp_out", jax.nn.relu(dense("mlp_in", h))))
-    np.testing.assert_allclose(block.apply({"params": p}, x), expected, atol=1e-5)
+
+    @jax.jit
+    def seed_formula(x):
+        h = ln("ln_attention", x + multi_head_attention(p["attention"], x))
+        return ln("ln_mlp", h + dense("mlp_out", jax.nn.relu(dense("mlp_in", h))))
+
+    np.testing.assert_allclose(jax.jit(block.apply)({"params": p}, x), seed_formula(x), atol=1e-5)
 
 
 def test_sinusoidal_positions_closed_form():
@@ -171,7 +175,7 @@ def test_lm_is_causal_and_decodes_like_the_full_forward(lm_params):
     cache = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 12), jnp.int32), decode=True)["cache"]
     decode = jax.jit(lambda c, x: model.apply({"params": lm_params, "cache": c}, x, decode=True, mutable=["cache"]))
     pieces = []
-    for start, stop in ((0, 5), (5, 6), (6, 7), (7, 9)):
+    for start, stop in ((0, 5), (5, 6), (6, 7), (7, 8), (8, 9)):  # a prompt, then one token at a time
         logits, variables = decode(cache, ids[:, start:stop])
         cache = variables["cache"]
         pieces.append(logits)
@@ -190,6 +194,4 @@ def test_remat_leaves_gradients_unchanged():
         model = TransformerLM(**sizes, remat=remat)
         return jax.jit(jax.grad(lambda p: model.apply({"params": p}, ids, train=True).std()))(params)
 
-    reference = grads("none")
-    for policy in ("full", "dots_no_batch"):
-        chex.assert_trees_all_close(grads(policy), reference, atol=1e-5)
+    chex.assert_trees_all_close(grads("full"), grads("none"), atol=1e-5)

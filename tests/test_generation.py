@@ -123,10 +123,22 @@ def lm_params():
     return jax.jit(LM.init)(jax.random.PRNGKey(0), jnp.zeros((1, 10), jnp.int32))["params"]
 
 
+def full_log_probs(params, ids_BxT):
+    """Next-token log-probabilities [B, T, V] of one uncached forward pass over ids right-padded to the
+    block size (one compiled shape; causality makes the padding irrelevant to earlier positions)."""
+    ids_BxT = np.asarray(ids_BxT)
+    padded = np.pad(ids_BxT, ((0, 0), (0, LM.block_size - ids_BxT.shape[1])))
+    return np.asarray(_log_softmax_forward(params, padded))[:, : ids_BxT.shape[1]]
+
+
+@jax.jit
+def _log_softmax_forward(params, ids_BxT):
+    return jax.nn.log_softmax(LM.apply({"params": params}, ids_BxT))
+
+
 def log_prob(params, prompt, continuation):
-    """log p(continuation | prompt) from one full (uncached) forward pass."""
-    ids = jnp.asarray(np.concatenate([prompt, continuation]))[None]
-    logp = jax.nn.log_softmax(LM.apply({"params": params}, ids)[0])
+    """log p(continuation | prompt) from a full (uncached) forward pass."""
+    logp = full_log_probs(params, jnp.asarray(np.concatenate([prompt, continuation]))[None])[0]
     return float(sum(logp[len(prompt) - 1 + i, tok] for i, tok in enumerate(continuation)))
 
 
@@ -148,7 +160,7 @@ def test_generate_greedy_matches_full_forward_and_stops_at_eos(lm_params):
     out = generate(LM, lm_params, prompt, jax.random.PRNGKey(0), max_new_tokens=6, temperature=0.0)
     ids = prompt
     for _ in range(6):  # the oracle: argmax of a full forward pass, one token at a time
-        next_tok = np.argmax(np.asarray(LM.apply({"params": lm_params}, jnp.asarray(ids)))[:, -1], axis=-1)
+        next_tok = np.argmax(np.asarray(full_log_probs(lm_params, jnp.asarray(ids)))[:, -1], axis=-1)
         ids = np.concatenate([ids, next_tok[:, None]], axis=1)
     np.testing.assert_array_equal(np.asarray(out.tokens), ids)
     eos = int(ids[0, 3])  # stop at the first row's second generated token (or earlier if it repeats)

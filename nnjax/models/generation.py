@@ -153,7 +153,7 @@ def generate(
     return Generated(jnp.concatenate([prompt_BxP, new_BxN], axis=1), (prompt_len + first_eos_B).astype(jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 9))
+@functools.partial(jax.jit, static_argnums=(0, 5))
 def _generate_window(
     model, params, context_BxC, key, done_B, num_new, temperature, top_k, top_p, stop_id
 ) -> tuple[jax.Array, jax.Array]:
@@ -178,7 +178,7 @@ def _generate_window(
         logits_BxV, cache = step(cache, token_B[:, None])
         return i + 1, new_BxN, cache, logits_BxV, done_B | (token_B == stop_id), key
 
-    fill = jnp.full((batch, num_new), max(stop_id, 0), jnp.int32)
+    fill = jnp.full((batch, num_new), jnp.maximum(stop_id, 0), jnp.int32)
     _, new_BxN, _, _, done_B, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), fill, cache, logits_BxV, done_B, key))
     return new_BxN, done_B
 
