@@ -64,11 +64,11 @@ def scaled_dot_product_attention(
     """
     scale = 1.0 / jnp.sqrt(jnp.asarray(q_xQxD.shape[-1], jnp.float32))
     scores = jnp.einsum("...qd,...kd->...qk", q_xQxD, k_xKxD, preferred_element_type=jnp.float32) * scale
-    if mask is not None:
+    if mask is not None:  # exp(min - row max) is exactly 0 wherever a row has a real key
         scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(scores, axis=-1)
-    if mask is not None:
-        weights = jnp.where(mask, weights, 0.0)
+    if mask is not None:  # a row with no real key would be uniform: zero it
+        weights = weights * jnp.any(mask, axis=-1, keepdims=True)
     mixing = weights
     if dropout_key is not None and dropout_rate > 0.0:
         keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, weights.shape)
