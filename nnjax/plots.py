@@ -11,24 +11,35 @@ from typing import Any
 
 
 def learning_curves(rows: Sequence[dict[str, Any]], path: str, title: str = "") -> str:
-    """Plot per-epoch train/validation loss and accuracy from metric rows; returns ``path``.
+    """Plot train/validation/test loss and accuracy against the training step from metric rows; returns ``path``.
 
-    Reads rows with ``kind == 'epoch'`` and their ``train_*``/``val_*`` fields.
+    Training curves come from the logged chunk rows (``kind == 'train'``: means over each chunk of
+    steps, drawn at the chunk's last step), validation points from the epoch rows (``val_*``) and
+    the final evaluation from the ``'test'`` row, so a run of a fraction of an epoch still shows
+    its curve. The top axis marks epochs when the run spans more than one.
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
-    epochs = [row for row in rows if row["kind"] == "epoch"]
-    metrics = sorted({key.split("_", 1)[1] for row in epochs for key in row if key.startswith(("train_", "val_"))})
+    series = {
+        "train": [row for row in rows if row["kind"] == "train"],
+        "val": [row for row in rows if row["kind"] == "epoch"],
+        "test": [row for row in rows if row["kind"] == "test"],
+    }
+    metrics = sorted(
+        {key.split("_", 1)[1] for split, split_rows in series.items() for row in split_rows for key in row
+         if key.startswith(f"{split}_")}
+    )
     fig = Figure(figsize=(5 * len(metrics), 4))
     axes = fig.subplots(1, len(metrics), squeeze=False)
+    epoch_ends = [row["step"] for row in series["val"]]
     for ax, metric in zip(axes[0], metrics):
-        for split, style in (("train", "o-"), ("val", "s--")):
-            points = [(row["epoch"], row[f"{split}_{metric}"]) for row in epochs if f"{split}_{metric}" in row]
+        for split, style in (("train", "-"), ("val", "s--"), ("test", "*")):
+            points = [(row["step"], row[f"{split}_{metric}"]) for row in series[split] if f"{split}_{metric}" in row]
             if points:
-                ax.plot(*zip(*points), style, label=split)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
+                ax.plot(*zip(*points), style, label=split, markersize=10 if split == "test" else 5)
+        for step in epoch_ends[:-1] if len(epoch_ends) > 1 else []:
+            ax.axvline(step, color="0.85", linewidth=0.8, zorder=0)
+        ax.set_xlabel("step" + (" (grey lines: epoch ends)" if len(epoch_ends) > 1 else ""))
         ax.set_ylabel(metric)
         ax.set_title(metric)
         ax.grid(True, alpha=0.3)
