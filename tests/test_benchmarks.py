@@ -116,7 +116,7 @@ def test_bad_flags_exit_with_usage_error(flags):
 
 
 def test_memory_remat_keeps_fewer_residuals_and_same_gradients():
-    size = memory.Size(vocab_size=11, block_size=16, d_model=16, num_heads=2, num_layers=1, batch_size=4)
+    size = char_lm.Size(vocab_size=11, block_size=16, d_model=16, num_heads=2, num_layers=1, batch_size=4)
     result = json.loads(json.dumps(memory.measure(size, ("none", "full"), steps=1)))
     none, full = result["none"], result["full"]
     assert full["residual_bytes"] < none["residual_bytes"]
