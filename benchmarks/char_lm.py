@@ -29,7 +29,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -252,17 +252,11 @@ def throughput_figures(framework: str, worker: dict, size: Size, peak_tflops: fl
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Flags; ``--steps`` and ``--warmup`` must be multiples of ``--chunk``."""
-    defaults = Size()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=500, help="timed steps (a multiple of --chunk)")
     parser.add_argument("--warmup", type=int, default=50, help="untimed steps first (a multiple of --chunk)")
     parser.add_argument("--chunk", type=int, default=50, help="steps per timed block (nnjax: per jitted lax.scan)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--block-size", type=int, default=defaults.block_size)
-    parser.add_argument("--d-model", type=int, default=defaults.d_model)
-    parser.add_argument("--num-heads", type=int, default=defaults.num_heads)
-    parser.add_argument("--num-layers", type=int, default=defaults.num_layers)
-    parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size)
+    add_size_flags(parser, Size())
     parser.add_argument("--windows", type=int, default=4096, help="synthetic token windows batches are drawn from")
     parser.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS,
                         help="accelerator peak for MFU (default 989: H100/H200 SXM bf16 dense)")
@@ -279,6 +273,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown:
         parser.error(f"--frameworks must be drawn from {FRAMEWORKS}, got {sorted(unknown)}")
     return args
+
+
+def add_size_flags(parser: argparse.ArgumentParser, defaults: Size) -> None:
+    """One flag per ``Size`` field (``--batch-size``, ``--block-size``, ...), defaulting to ``defaults``."""
+    for field in fields(Size):
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=int, default=getattr(defaults, field.name))
 
 
 def size_of(args: argparse.Namespace) -> Size:

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.char_lm import Size, lm_loss
+from benchmarks.char_lm import Size, add_size_flags, lm_loss, size_of
 from nnjax.models.transformer import REMAT_POLICIES, TransformerLM
 from nnjax.train.state import TrainState, create_train_state
 from nnjax.train.steps import make_train_step
@@ -146,14 +146,8 @@ def measure(size: Size, policies: tuple[str, ...], steps: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    defaults = DEFAULT_SIZE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--block-size", type=int, default=defaults.block_size)
-    parser.add_argument("--d-model", type=int, default=defaults.d_model)
-    parser.add_argument("--num-heads", type=int, default=defaults.num_heads)
-    parser.add_argument("--num-layers", type=int, default=defaults.num_layers)
-    parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size)
+    add_size_flags(parser, DEFAULT_SIZE)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per policy (after one warm-up step)")
     parser.add_argument("--policies", default=",".join(REMAT_POLICIES), help="comma-separated; ratios are to the first")
     args = parser.parse_args(argv)
@@ -161,8 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(policies) - set(REMAT_POLICIES)
     if unknown:
         parser.error(f"--policies must be drawn from {tuple(REMAT_POLICIES)}, got {sorted(unknown)}")
-    size = Size(args.vocab_size, args.block_size, args.d_model, args.num_heads, args.num_layers, args.batch_size)
-    print(json.dumps(measure(size, policies, args.steps)))
+    print(json.dumps(measure(size_of(args), policies, args.steps)))
 
 
 if __name__ == "__main__":
