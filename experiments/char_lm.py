@@ -44,7 +44,7 @@ from nnjax.errors import ConfigError, DataUnavailableError
 from nnjax.models.generation import generate, lm_beam_search
 from nnjax.models.transformer import REMAT_POLICIES, TransformerLM
 from nnjax.models.weights import load_params, save_params
-from nnjax.train import fit
+from nnjax.train import fit, planned_steps
 
 WEIGHTS_FILE, VOCAB_FILE, SAMPLES_FILE = "lm.msgpack", "vocab.json", "samples.txt"
 MODEL_FIELDS = ("block_size", "d_model", "num_heads", "num_layers", "dropout")
@@ -210,8 +210,8 @@ def main(config: Config) -> dict:
     text, name, source = load_text(config)
     data, vocab = char_lm_dataset(text, config.block_size, config.val_fraction, name, source)
     model = make_model(len(vocab), config)
-    total_steps = config.steps or config.epochs * (num_examples(data.train) // config.batch_size)
-    result = fit(config, model, data, losses.next_token, experiment="char_lm", tx=make_optimizer(config, total_steps))
+    tx = make_optimizer(config, planned_steps(config, num_examples(data.train)))
+    result = fit(config, model, data, losses.next_token, experiment="char_lm", tx=tx)
     workdir = result.summary["workdir"]
     params = result.state.params
     save_params(os.path.join(workdir, WEIGHTS_FILE), params)

@@ -29,7 +29,7 @@ import optax
 
 from nnjax import losses, metrics, plots
 from nnjax.config import TrainConfig, check_positive
-from nnjax.data import Dataset, num_examples, split_validation
+from nnjax.data import Dataset, num_examples
 from nnjax.data.timeseries import (
     SERIES,
     MinMaxScaler,
@@ -43,7 +43,7 @@ from nnjax.data.timeseries import (
 )
 from nnjax.errors import ConfigError
 from nnjax.optim import make_optimizer
-from nnjax.train import fit
+from nnjax.train import fit, planned_steps
 
 FRACTIONS = (0.7, 0.15, 0.15)
 WINDOWS = {"sine": 10, "sunspots": 22, "co2": 24}  # --window 0: the seed's 10; two sunspot / seasonal cycles
@@ -161,12 +161,10 @@ def rmse_errors(report: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]])
 def cosine_optimizer(config: ForecastConfig, train: Split) -> optax.GradientTransformation:
     """``config.optimizer`` with its learning rate cosine-decayed to 0 over the steps ``fit`` will take on ``train``.
 
-    That is ``--steps`` when given, else ``--epochs`` times the whole batches per epoch.
+    That is ``--steps`` when given, else ``--epochs`` times the whole batches per epoch
+    (``nnjax.train.planned_steps``).
     """
-    fit_train = train
-    if config.validation_fraction:
-        fit_train = split_validation(train, config.validation_fraction, config.seed)[0]
-    steps = config.steps or config.epochs * (num_examples(fit_train) // config.batch_size)
+    steps = planned_steps(config, num_examples(train))
     return make_optimizer(config.optimizer, optax.cosine_decay_schedule(config.learning_rate, steps))
 
 

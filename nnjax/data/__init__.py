@@ -1,6 +1,13 @@
 """Data sets as in-memory numpy splits plus deterministic batching."""
 
-from nnjax.data.pipeline import epoch_batch_indices, num_examples, padded_batches, split_validation, take
+from nnjax.data.pipeline import (
+    epoch_batch_indices,
+    num_examples,
+    num_validation,
+    padded_batches,
+    split_validation,
+    take,
+)
 from nnjax.data.prefetch import prefetch
 from nnjax.data.registry import DIGITS_AUTO, Dataset, available, load_dataset, register
 
@@ -11,6 +18,7 @@ __all__ = [
     "epoch_batch_indices",
     "load_dataset",
     "num_examples",
+    "num_validation",
     "padded_batches",
     "prefetch",
     "register",

@@ -18,11 +18,16 @@ def take(split: Split, indices: np.ndarray) -> Split:
     return {k: v[indices] for k, v in split.items()}
 
 
+def num_validation(n: int, fraction: float) -> int:
+    """How many of ``n`` examples ``split_validation`` holds out for ``fraction``."""
+    return int(round(n * fraction))
+
+
 def split_validation(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """Hold out a seeded random ``fraction`` of ``split`` as validation: (train, validation)."""
     n = num_examples(split)
     order = np.random.default_rng([seed, 1]).permutation(n)
-    n_val = int(round(n * fraction))
+    n_val = num_validation(n, fraction)
     return take(split, np.sort(order[n_val:])), take(split, np.sort(order[:n_val]))
 
 

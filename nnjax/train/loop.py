@@ -17,7 +17,16 @@ from tqdm.auto import tqdm
 
 from nnjax import plots
 from nnjax.config import TrainConfig, prepare_workdir
-from nnjax.data import Dataset, epoch_batch_indices, num_examples, padded_batches, prefetch, split_validation, take
+from nnjax.data import (
+    Dataset,
+    epoch_batch_indices,
+    num_examples,
+    num_validation,
+    padded_batches,
+    prefetch,
+    split_validation,
+    take,
+)
 from nnjax.errors import ConfigError, TrainingDivergedError
 from nnjax.optim import make_optimizer
 from nnjax.train.checkpoint import Checkpointer
@@ -57,6 +66,14 @@ def chunk_bounds(
         if p % config.log_every_steps == 0 or p == stop or _step_checkpoint_due(config, epoch * steps_per_epoch + p)
     ]
     yield from zip([start, *ends[:-1]], ends)
+
+
+def planned_steps(config: TrainConfig, n_examples: int) -> int:
+    """The optimizer steps ``fit`` takes on a training split of ``n_examples`` (before it holds out
+    ``--validation-fraction``): ``--steps`` if set, else ``--epochs`` times the whole batches per epoch.
+    Size learning-rate schedules with it."""
+    n_train = n_examples - num_validation(n_examples, config.validation_fraction)
+    return config.steps or config.epochs * (n_train // config.batch_size)
 
 
 def _all_finite(tree: Any) -> bool:
@@ -110,7 +127,7 @@ def fit(
     steps_per_epoch = n_train // config.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"--batch-size {config.batch_size} is larger than the {n_train} training examples")
-    total_steps = config.steps or config.epochs * steps_per_epoch
+    total_steps = planned_steps(config, num_examples(data.train))
     parallel = Parallel(
         config.parallel, objective, config.batch_size, config.eval_batch_size, augment,
         config.grad_accum_steps, config.precision,
