@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from nnjax import cli, losses, plots
-from nnjax.config import TrainConfig, check_positive, prepare_workdir
+from nnjax.config import TrainConfig, check_fraction, check_positive, prepare_workdir
 from nnjax.data import load_dataset
 from nnjax.errors import ConfigError
 from nnjax.models import DropoutMLP
@@ -58,8 +58,7 @@ class Config(TrainConfig):
                 f"--variants must be a comma-separated subset of {','.join(VARIANTS)}; got {self.variants!r}"
             )
         check_positive(self, "hidden", "bn_epsilon")
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ConfigError(f"--dropout-rate must be in [0, 1), got {self.dropout_rate}")
+        check_fraction(self, "dropout_rate")
         if not 0.0 < self.keep_prob <= 1.0:
             raise ConfigError(f"--keep-prob must be in (0, 1], got {self.keep_prob}")
 

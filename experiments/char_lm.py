@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from nnjax import cli, losses
-from nnjax.config import TrainConfig, check_positive
+from nnjax.config import TrainConfig, check_divisible, check_positive
 from nnjax.data import num_examples
 from nnjax.data.chars import CharVocabulary, char_lm_dataset
 from nnjax.data.text import load_shakespeare_text
@@ -88,8 +88,7 @@ class Config(TrainConfig):
     def validate(self) -> None:
         super().validate()
         check_positive(self, "block_size", "d_model", "num_heads", "num_layers", "max_new_tokens")
-        if self.d_model % self.num_heads:
-            raise ConfigError(f"--d-model must be divisible by --num-heads, got {self.d_model} and {self.num_heads}")
+        check_divisible(self, "d_model", "num_heads")
         if self.data != "shakespeare":
             raise ConfigError(f"--data must be 'shakespeare' (or pass --text-file PATH), got {self.data!r}")
         if not 0.0 < self.val_fraction < 1.0:

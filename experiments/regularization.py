@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from nnjax import cli, losses, plots
-from nnjax.config import TrainConfig, check_positive
+from nnjax.config import TrainConfig, check_fraction, check_positive
 from nnjax.data import load_dataset
 from nnjax.errors import ConfigError
 from nnjax.models import ResMLP
@@ -42,8 +42,7 @@ class Config(TrainConfig):
         super().validate()
         if not self.alpha > 0:
             raise ConfigError(f"--alpha (Beta(alpha, alpha) of the mixing weight) must be > 0, got {self.alpha}")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ConfigError(f"--drop-path-rate must be in [0, 1), got {self.drop_path_rate}")
+        check_fraction(self, "drop_path_rate")
         check_positive(self, "depth", "width", "num_examples")
 
 

@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 from nnjax import cli, losses, metrics, plots
-from nnjax.config import TrainConfig, check_positive
+from nnjax.config import TrainConfig, check_fraction, check_positive
 from nnjax.data import Dataset
 from nnjax.data.sentiment import CLASS_NAMES, SENTIMENT_DATA, load_sentiment
 from nnjax.errors import ConfigError
@@ -49,9 +49,7 @@ class Config(TrainConfig):
         check_positive(self, "max_len", "embed_dim", "hidden")
         if self.vocab_size < 3:
             raise ConfigError(f"--vocab-size must be >= 3 (<pad>, <unk> and one word), got {self.vocab_size}")
-        for name in ("dropout", "recurrent_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        check_fraction(self, "dropout", "recurrent_dropout")
         if self.data_path is not None and self.data != "rotten_tomatoes":
             raise ConfigError(f"--data-path reads the rotten_tomatoes layout; it needs --data rotten_tomatoes, got {self.data!r}")
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from experiments import sentiment_lstm
 from nnjax import cli, losses
-from nnjax.config import check_positive
+from nnjax.config import check_divisible, check_positive
 from nnjax.data.sentiment import CLASS_NAMES, encode_texts, load_sentiment
 from nnjax.data.text import Vocabulary
 from nnjax.errors import ConfigError, DataUnavailableError
@@ -67,8 +67,7 @@ class Config(sentiment_lstm.Config):
     def validate(self) -> None:
         super().validate()
         check_positive(self, "d_model", "num_heads", "num_layers", "d_ff")
-        if self.d_model % self.num_heads:
-            raise ConfigError(f"--d-model must be divisible by --num-heads, got {self.d_model} and {self.num_heads}")
+        check_divisible(self, "d_model", "num_heads")
         if (self.weights is None) != (self.predict is None):
             raise ConfigError("--weights and --predict go together (inference mode); pass both or neither")
         if self.predict is not None and not self.texts():

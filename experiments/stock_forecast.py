@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from nnjax import cli, finance, losses, metrics, plots
-from nnjax.config import TrainConfig, check_positive
+from nnjax.config import TrainConfig, check_divisible, check_fraction, check_positive
 from nnjax.data import Dataset
 from nnjax.data.prices import SYMBOLS, bokeh_stocks_path, load_stock, make_stock_dataset
 from nnjax.errors import ConfigError
@@ -66,12 +66,8 @@ class Config(TrainConfig):
         if self.csv is None and self.symbol not in SYMBOLS:
             raise ConfigError(f"--symbol must be one of {', '.join(SYMBOLS)} for bokeh_sampledata, got {self.symbol!r}")
         check_positive(self, "window", "hidden", "heads", "attention_features", "dense")
-        if self.attention_features % self.heads:
-            raise ConfigError(
-                f"--attention-features must be divisible by --heads, got {self.attention_features} and {self.heads}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        check_divisible(self, "attention_features", "heads")
+        check_fraction(self, "dropout")
 
 
 def trading_report(prices_N1: np.ndarray, positions_N: np.ndarray) -> tuple[dict[str, float], np.ndarray]:

@@ -24,9 +24,8 @@ import dataclasses
 import sys
 
 from nnjax import cli
-from nnjax.config import check_positive
+from nnjax.config import check_divisible, check_fraction, check_positive
 from nnjax.data.timeseries import SERIES
-from nnjax.errors import ConfigError
 from nnjax.forecasting import ForecastConfig, run_forecast
 from nnjax.models.forecast import TimeSeriesForecaster, TimeSeriesTransformer
 
@@ -48,10 +47,8 @@ class Config(ForecastConfig):
         """The shared forecasting checks, then the model's flags."""
         super().validate()
         check_positive(self, "hidden", "layers", "heads")
-        if self.hidden % self.heads:
-            raise ConfigError(f"--hidden must be divisible by --heads, got {self.hidden} and {self.heads}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        check_divisible(self, "hidden", "heads")
+        check_fraction(self, "dropout")
 
 
 def main(config: Config) -> dict:

@@ -90,8 +90,7 @@ class TrainConfig(RunConfig):
                 f"use a multiple of {self.grad_accum_steps}"
             )
         check_positive(self, "learning_rate")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise ConfigError(f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
+        check_fraction(self, "validation_fraction")
         super().validate()
 
 
@@ -103,6 +102,22 @@ def check_positive(config: RunConfig, *names: str) -> None:
             raise ConfigError(f"--{_flag(name)} must be >= 1, got {value}")
         if isinstance(value, float) and not value > 0:
             raise ConfigError(f"--{_flag(name)} must be > 0, got {value}")
+
+
+def check_fraction(config: RunConfig, *names: str) -> None:
+    """``ConfigError`` naming the first of ``names`` whose value is not in [0, 1) (rates, fractions)."""
+    for name in names:
+        value = getattr(config, name)
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"--{_flag(name)} must be in [0, 1), got {value}")
+
+
+def check_divisible(config: RunConfig, name: str, by: str) -> None:
+    """``ConfigError`` unless field ``name`` is a multiple of field ``by`` (e.g. width and attention heads)."""
+    if getattr(config, name) % getattr(config, by):
+        raise ConfigError(
+            f"--{_flag(name)} must be divisible by --{_flag(by)}, got {getattr(config, name)} and {getattr(config, by)}"
+        )
 
 
 def parse_widths(text: str, flag: str, min_count: int = 1) -> tuple[int, ...]:
