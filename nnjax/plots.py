@@ -491,3 +491,108 @@ def return_predictions(actual_N: Any, predicted_N: Any, path: str, title: str = 
         ax.grid(True, alpha=0.3)
     fig.suptitle(title or "predicted vs actual returns")
     return save_figure(fig, path)
+
+
+def tile_images(x_NxHxWxC: Any, columns: int = 8, pad: int = 1) -> Any:
+    """Tile images [N, H, W, C] into one image [rows*(H+pad)-pad, columns*(W+pad)-pad, C].
+
+    Empty cells and the ``pad``-pixel gutters are the images' minimum value, so the grid
+    reads as one picture at any value range.
+    """
+    import numpy as np
+
+    x = np.asarray(x_NxHxWxC, dtype=np.float32)
+    if x.ndim != 4 or len(x) == 0 or columns < 1:
+        raise ValueError(f"tile_images expects a non-empty [N, H, W, C] array and columns >= 1, got {x.shape}, {columns}")
+    n, h, w, c = x.shape
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    grid = np.full((rows * (h + pad) - pad, columns * (w + pad) - pad, c), x.min(), np.float32)
+    for i in range(n):
+        r, k = divmod(i, columns)
+        grid[r * (h + pad) : r * (h + pad) + h, k * (w + pad) : k * (w + pad) + w] = x[i]
+    return grid
+
+
+def image_grid(
+    x_NxHxWxC: Any, path: str, title: str = "", columns: int = 8, value_range: tuple[float, float] = (0.0, 1.0)
+) -> str:
+    """One PNG of images [N, H, W, C] (C = 1 grey, 3 RGB) tiled ``columns`` wide; returns ``path``.
+
+    Values are clipped to ``value_range`` (e.g. (-1, 1) for a tanh generator) and shown on it.
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    lo, hi = value_range
+    grid = (np.clip(tile_images(x_NxHxWxC, columns), lo, hi) - lo) / (hi - lo)
+    height, width = grid.shape[:2]
+    scale = 8.0 / max(height, width)
+    fig = Figure(figsize=(max(width * scale, 2.0), max(height * scale, 2.0) + (0.4 if title else 0.0)))
+    ax = fig.subplots()
+    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def segmentation_overlay(
+    images_NxHxWxC: Any, true_masks_NxHxW: Any, pred_masks_NxHxW: Any, path: str, title: str = ""
+) -> str:
+    """Rows of (image, true mask, predicted mask, overlay) for N examples; returns ``path``.
+
+    The overlay colours true positives green, false positives red and false negatives blue over
+    the grey image, so a reader sees at a glance where the prediction is wrong.
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    images = np.asarray(images_NxHxWxC, dtype=np.float32)
+    true = np.asarray(true_masks_NxHxW) > 0.5
+    pred = np.asarray(pred_masks_NxHxW) > 0.5
+    if images.ndim != 4 or true.shape != images.shape[:3] or pred.shape != true.shape:
+        raise ValueError(
+            f"segmentation_overlay expects images [N, H, W, C] and masks [N, H, W], got {images.shape}, "
+            f"{true.shape}, {pred.shape}"
+        )
+    fig = Figure(figsize=(12, 3 * len(images)))
+    axes = fig.subplots(len(images), 4, squeeze=False)
+    for i, row in enumerate(axes):
+        grey = images[i].mean(axis=-1)
+        grey = (grey - grey.min()) / max(float(np.ptp(grey)), 1e-8)
+        overlay = np.repeat(grey[..., None] * 0.6, 3, axis=-1)
+        overlay[true[i] & pred[i]] = (0.1, 0.8, 0.1)
+        overlay[~true[i] & pred[i]] = (0.9, 0.1, 0.1)
+        overlay[true[i] & ~pred[i]] = (0.1, 0.3, 0.9)
+        panels = (
+            (grey, "image"), (true[i], "true mask"), (pred[i], "predicted mask"),
+            (overlay, "overlay: TP green, FP red, FN blue"),
+        )
+        for ax, (panel, name) in zip(row, panels):
+            ax.imshow(panel, cmap="gray", interpolation="nearest")
+            ax.set_title(name, fontsize=9)
+            ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def histograms(samples: dict[str, Any], path: str, title: str = "", bins: int = 50, densities: dict[str, Any] | None = None) -> str:
+    """Overlaid density histograms of 1-D samples (name -> values), plus optional curves
+    (name -> (x, density)) such as the target's closed-form density; returns ``path``."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    for name, values in samples.items():
+        ax.hist(np.asarray(values).ravel(), bins=bins, density=True, alpha=0.5, label=name)
+    for name, (x, density) in (densities or {}).items():
+        ax.plot(np.asarray(x), np.asarray(density), "k--", label=name)
+    ax.set_ylabel("density")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return save_figure(fig, path)

@@ -115,3 +115,27 @@ def _check_summary(out, sizes, workdir):
 def test_network_diagram_cli_rejects_bad_flags(flags, tmp_path, capsys):
     assert cli.run(network_diagram.main, network_diagram.Config, ["--workdir", str(tmp_path), *flags]) == 2
     assert flags[0] in capsys.readouterr().err
+
+
+def test_tile_images_places_each_image_in_row_major_cells():
+    x = np.arange(5 * 2 * 3 * 1, dtype=np.float32).reshape(5, 2, 3, 1) + 1.0
+    grid = plots.tile_images(x, columns=2, pad=1)
+    assert grid.shape == (3 * 3 - 1, 2 * 4 - 1, 1)
+    np.testing.assert_array_equal(grid[0:2, 4:7], x[1])  # row 0, column 1
+    np.testing.assert_array_equal(grid[6:8, 0:3], x[4])  # row 2, column 0
+    assert (grid[6:8, 4:7] == x.min()).all()  # the empty sixth cell
+    with pytest.raises(ValueError, match="N, H, W, C"):
+        plots.tile_images(x[0])
+
+
+def test_image_segmentation_and_histogram_plots_write_pngs(tmp_path):
+    masks = np.zeros((2, 6, 6), bool)
+    masks[:, 2:4, 2:4] = True
+    paths = [
+        plots.image_grid(np.zeros((3, 4, 4, 3)), str(tmp_path / "grid.png"), "t", value_range=(-1, 1)),
+        plots.segmentation_overlay(np.ones((2, 6, 6, 1)), masks, np.roll(masks, 1, axis=2), str(tmp_path / "o.png")),
+        plots.histograms({"a": np.arange(10.0)}, str(tmp_path / "h.png"), densities={"pdf": ([0, 9], [0.1, 0.1])}),
+    ]
+    assert all((tmp_path / p).stat().st_size > 0 for p in paths)
+    with pytest.raises(ValueError, match="masks"):
+        plots.segmentation_overlay(np.ones((2, 6, 6, 1)), masks[0], masks, str(tmp_path / "bad.png"))
