@@ -324,3 +324,68 @@ def next_token(logits_BxTxV: jax.Array, batch: dict[str, jax.Array]) -> dict[str
     loss_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), labels_BxT)
     correct_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == labels_BxT).astype(jnp.float32)
     return {"loss": loss_BxT.mean(axis=1), "accuracy": correct_BxT.mean(axis=1)}
+
+
+# --- variational autoencoders (seed 000 slide 12) ---------------------------------------------------
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def standard_normal_log_density(z_xD: jax.Array) -> jax.Array:
+    """``log N(z; 0, I)`` summed over the last axis: [...]."""
+    return -0.5 * jnp.sum(jnp.square(z_xD) + LOG_2PI, axis=-1)
+
+
+def diagonal_normal_log_density(z_xD: jax.Array, mu_xD: jax.Array, log_var_xD: jax.Array) -> jax.Array:
+    """``log N(z; mu, diag(exp(log_var)))`` summed over the last axis (arguments broadcast): [...]."""
+    return -0.5 * jnp.sum(jnp.square(z_xD - mu_xD) * jnp.exp(-log_var_xD) + log_var_xD + LOG_2PI, axis=-1)
+
+
+def gaussian_kl(mu_BxD: jax.Array, log_var_BxD: jax.Array) -> jax.Array:
+    """Closed-form ``KL(N(mu, diag σ²) || N(0, I)) = ½ Σ (σ² + mu² - 1 - log σ²)``: [B]."""
+    return 0.5 * jnp.sum(jnp.exp(log_var_BxD) + jnp.square(mu_BxD) - 1.0 - log_var_BxD, axis=-1)
+
+
+def flow_vae_terms(outputs: dict[str, jax.Array], x_Bx: jax.Array) -> dict[str, jax.Array]:
+    """The single-sample terms of a flow VAE's ELBO, each [..., B] (leading axes: samples per example).
+
+    ``outputs`` is ``FlowVAE``'s dict (``logits`` [..., B, P], ``z0``/``zK`` [..., B, D], ``mu``/``log_var``
+    [B, D], ``log_det`` [..., B]); ``x_Bx`` holds the binary targets [B, ...] (P values per example):
+
+    * ``log_px``: ``log p(x | zK)``, Bernoulli with logits (minus the summed sigmoid cross-entropy);
+    * ``log_pz``: ``log N(zK; 0, I)``, the prior;
+    * ``log_q0``: ``log N(z0; mu, σ²)``, the base posterior;
+    * ``log_det``: ``Σ_k log|det ∂f_k/∂z|``, so that ``log q_K(zK) = log_q0 - log_det``.
+    """
+    logits = outputs["logits"]
+    targets = x_Bx.reshape(x_Bx.shape[0], -1).astype(logits.dtype)
+    if logits.shape[-2:] != targets.shape:
+        raise ValueError(f"logits must have shape [..., {targets.shape[0]}, {targets.shape[1]}], got {logits.shape}")
+    return {
+        "log_px": -jnp.sum(optax.sigmoid_binary_cross_entropy(logits, jnp.broadcast_to(targets, logits.shape)), axis=-1),
+        "log_pz": standard_normal_log_density(outputs["zK"]),
+        "log_q0": diagonal_normal_log_density(outputs["z0"], outputs["mu"], outputs["log_var"]),
+        "log_det": outputs["log_det"],
+    }
+
+
+def flow_vae_log_weight(outputs: dict[str, jax.Array], x_Bx: jax.Array) -> jax.Array:
+    """``log p(x, zK) - log q_K(zK | x) = log p(x|zK) + log p(zK) - log q0(z0) + Σ log|det J|``: [..., B].
+
+    Its expectation under q is the ELBO; the log-mean-exp of S of them is the IWAE bound.
+    """
+    terms = flow_vae_terms(outputs, x_Bx)
+    return terms["log_px"] + terms["log_pz"] - terms["log_q0"] + terms["log_det"]
+
+
+def flow_vae_elbo(outputs: dict[str, jax.Array], batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Trainer objective for ``FlowVAE``: the single-sample Monte-Carlo ELBO of each image (nats), [B] each.
+
+    ``elbo = log p(x|zK) + log p(zK) - log q0(z0) + Σ log|det J|``; ``loss = -elbo``;
+    ``recon = -log p(x|zK)`` (summed Bernoulli cross-entropy) and ``kl = log q_K(zK) - log p(zK)``
+    (the single-sample estimate of KL(q_K || p)), so ``loss = recon + kl``; ``log_det`` as summed.
+    """
+    terms = flow_vae_terms(outputs, batch["x"])
+    recon = -terms["log_px"]
+    kl = terms["log_q0"] - terms["log_det"] - terms["log_pz"]
+    return {"loss": recon + kl, "elbo": -(recon + kl), "recon": recon, "kl": kl, "log_det": terms["log_det"]}
