@@ -53,9 +53,13 @@ def available() -> tuple[str, ...]:
     return tuple(_LOADERS)
 
 
-def _dataset(name: str, source: str, splits: tuple[Split, Split]) -> Dataset:
+def _dataset(name: str, source: str, splits: tuple[Split, Split], num_classes: int | None = None) -> Dataset:
+    """A ``Dataset``; ``num_classes`` defaults to the largest training label + 1 (pass it when known:
+    a small or mock split need not contain the last class)."""
     train, test = splits
-    return Dataset(name, source, train, test, num_classes=int(np.max(train["y"])) + 1)
+    if num_classes is None:
+        num_classes = int(np.max(train["y"])) + 1
+    return Dataset(name, source, train, test, num_classes=num_classes)
 
 
 @register("mnist")
@@ -65,7 +69,9 @@ def _mnist(data_dir: str | None, download: bool) -> Dataset:
 
 @register("cifar10")
 def _cifar10(data_dir: str | None, download: bool) -> Dataset:
-    return _dataset("cifar10", "tensorflow-datasets cifar10", sources.load_tfds("cifar10", data_dir, download))
+    return _dataset(
+        "cifar10", "tensorflow-datasets cifar10", sources.load_tfds("cifar10", data_dir, download), num_classes=10
+    )
 
 
 @register("fashion_mnist")
