@@ -1,0 +1,181 @@
+"""Planar flows and the flow VAE: log-dets against autodiff Jacobians, the invertibility constraint,
+the ELBO's densities against scipy/closed forms, the IWAE bound against quadrature, and training."""
+
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import blob_dataset
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from experiments import flow_vae
+from nnjax import losses
+from nnjax.models.flows import FlowVAE, NormalizingFlow, constrained_u, importance_weighted_bound, planar_flow
+
+D = 3
+
+
+@jax.jit
+def _log_det_and_oracle(params, z_BxD):
+    """planar_flow's log-det and slogdet of the autodiff Jacobian of z -> f(z), per example [B] each."""
+    _, log_det = planar_flow(params, z_BxD)
+    jacobians = jax.vmap(jax.jacobian(lambda z: planar_flow(params, z)[0]))(z_BxD)
+    sign, oracle = jnp.linalg.slogdet(jacobians)
+    return log_det, sign, oracle
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_planar_log_det_equals_slogdet_of_jacobian(seed):
+    k_u, k_w, k_b, k_z = jax.random.split(jax.random.PRNGKey(seed), 4)
+    w = 2.0 * jax.random.normal(k_w, (D,))
+    # Half the cases point u against w so that the unconstrained step would fold space (wᵀu < -1).
+    u = jax.random.normal(k_u, (D,)) - (3.0 if seed % 2 else 0.0) * w
+    params = {"u": u, "w": w, "b": jax.random.normal(k_b, ())}
+    if seed % 2:
+        assert float(w @ u) < -1, "the case must violate invertibility without the constraint"
+    z = jax.random.normal(k_z, (6, D))
+    log_det, sign, oracle = _log_det_and_oracle(params, z)
+    np.testing.assert_array_equal(sign, 1.0)
+    np.testing.assert_allclose(log_det, oracle, atol=2e-5)
+
+
+_constrained_u = jax.jit(constrained_u)
+_coords = st.floats(-10.0, 10.0, allow_nan=False, width=32)
+
+
+@settings(max_examples=25, deadline=None)
+@given(u=st.lists(_coords, min_size=D, max_size=D), w=st.lists(_coords, min_size=D, max_size=D))
+def test_constrained_u_keeps_w_dot_u_hat_above_minus_one(u, w):
+    u, w = np.array(u, np.float32), np.array(w, np.float32)
+    u_hat = np.asarray(_constrained_u(u, w), np.float64)
+    assert np.all(np.isfinite(u_hat))
+    assert w @ u_hat >= -1.0 - 1e-5 * (1.0 + np.abs(w) @ np.abs(u_hat))  # float32 rounding of the dot
+    if w @ w > 1e-3:
+        # û differs from u only along w: the component orthogonal to w is untouched.
+        ortho = lambda v: v - (v @ w) / (w @ w) * w  # noqa: E731
+        np.testing.assert_allclose(ortho(u_hat), ortho(u.astype(np.float64)), atol=1e-3 * (1 + np.abs(u).max()))
+
+
+def test_elbo_terms_match_scipy_densities():
+    rng = np.random.default_rng(0)
+    B, P = 4, 5
+    x = (rng.random((B, P)) > 0.5).astype(np.float32)
+    outputs = {
+        "logits": rng.normal(size=(B, P)).astype(np.float32) * 3,
+        "z0": rng.normal(size=(B, D)).astype(np.float32),
+        "zK": rng.normal(size=(B, D)).astype(np.float32),
+        "mu": rng.normal(size=(B, D)).astype(np.float32),
+        "log_var": rng.normal(size=(B, D)).astype(np.float32),
+        "log_det": rng.normal(size=(B,)).astype(np.float32),
+    }
+    terms = jax.jit(losses.flow_vae_terms)(outputs, x)
+    o = {k: v.astype(np.float64) for k, v in outputs.items()}
+    p = 1.0 / (1.0 + np.exp(-o["logits"]))
+    np.testing.assert_allclose(terms["log_px"], stats.bernoulli.logpmf(x, p).sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(terms["log_pz"], stats.norm.logpdf(o["zK"]).sum(-1), rtol=1e-5)
+    q0 = stats.norm.logpdf(o["z0"], o["mu"], np.exp(0.5 * o["log_var"])).sum(-1)
+    np.testing.assert_allclose(terms["log_q0"], q0, rtol=1e-5)
+    out = jax.jit(losses.flow_vae_elbo)(outputs, {"x": x})
+    elbo = stats.bernoulli.logpmf(x, p).sum(-1) + stats.norm.logpdf(o["zK"]).sum(-1) - q0 + o["log_det"]
+    np.testing.assert_allclose(out["elbo"], elbo, rtol=1e-5)
+    np.testing.assert_allclose(out["loss"], -elbo, rtol=1e-5)
+    np.testing.assert_allclose(out["recon"] + out["kl"], out["loss"], rtol=1e-5)
+
+
+def test_without_flows_the_mean_kl_estimate_is_the_closed_form_gaussian_kl():
+    B, S = 2, 200_000
+    mu = jnp.array([[0.0, 0.5, -1.0], [1.5, 0.0, 0.3]])
+    log_var = jnp.array([[0.0, -1.0, 0.5], [0.4, 1.0, -0.7]])
+
+    @jax.jit
+    def kl_samples(mu, log_var):
+        z0 = mu + jnp.exp(0.5 * log_var) * jax.random.normal(jax.random.PRNGKey(0), (S, B, D))
+        outputs = {"logits": jnp.zeros((S, B, 1)), "z0": z0, "zK": z0, "mu": mu, "log_var": log_var,
+                   "log_det": jnp.zeros((S, B))}
+        return losses.flow_vae_elbo(outputs, {"x": jnp.zeros((B, 1))})["kl"]
+
+    kl_SxB = kl_samples(mu, log_var)
+    closed = 0.5 * np.sum(np.exp(log_var) + np.square(mu) - 1 - log_var, axis=-1)  # KL(N(mu, σ²) || N(0, I))
+    np.testing.assert_allclose(losses.gaussian_kl(mu, log_var), closed, rtol=1e-6)
+    stderr = np.std(kl_SxB, axis=0) / np.sqrt(S)
+    assert np.all(np.abs(np.mean(kl_SxB, axis=0) - closed) < 4 * stderr), (np.mean(kl_SxB, axis=0), closed)
+
+
+S = 20_000  # samples per example for the Monte-Carlo checks of the small VAE
+
+
+@pytest.fixture(scope="module")
+def small_vae():
+    """A 1-D-latent FlowVAE over 4 pixels with strong, deliberately non-invertible raw flow params, and
+    its jitted ``apply``."""
+    model = FlowVAE(pixels=4, latent_dim=1, hidden=8, num_flows=2)
+    x = jnp.array([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]])
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), x)["params"]
+    params["flow"]["planar0"] = {"u": jnp.array([-2.0]), "w": jnp.array([1.5]), "b": jnp.array(0.3)}
+    params["flow"]["planar1"] = {"u": jnp.array([1.2]), "w": jnp.array([-2.0]), "b": jnp.array(-0.5)}
+    apply = jax.jit(model.apply, static_argnames=("train", "method"))
+    return model, {"params": params}, x, apply
+
+
+def test_flow_vae_shapes_and_noise(small_vae):
+    model, variables, x, apply = small_vae
+    out = apply(variables, x)
+    chex.assert_shape([out["logits"]], (2, 4))
+    chex.assert_shape([out["z0"], out["zK"], out["mu"], out["log_var"]], (2, 1))
+    chex.assert_shape(out["log_det"], (2,))
+    chex.assert_trees_all_equal(out, apply(variables, x))  # evaluation: fixed noise
+    trained = [apply(variables, x, train=True, rngs={"dropout": jax.random.PRNGKey(i)}) for i in (1, 2)]
+    assert not np.allclose(trained[0]["z0"], trained[1]["z0"]), "training noise must come from the rng"
+    sampled = apply(variables, x, eps=jnp.zeros((S, 2, 1)))
+    chex.assert_shape([sampled["logits"], sampled["zK"], sampled["log_det"]], [(S, 2, 4), (S, 2, 1), (S, 2)])
+    np.testing.assert_allclose(sampled["z0"][0], out["mu"])
+    base = NormalizingFlow(num_flows=0)
+    z, log_det = base.apply({}, out["z0"])
+    chex.assert_trees_all_equal((z, log_det), (out["z0"], jnp.zeros(2)))
+    with pytest.raises(ValueError, match="pixels"):
+        apply(variables, jnp.zeros((2, 5)))
+
+
+def test_iwae_bound_approaches_the_quadrature_log_likelihood(small_vae):
+    model, variables, x, apply = small_vae
+
+    @jax.jit
+    def quadrature_log_px(variables):
+        """log ∫ p(x|z) p(z) dz on a fine grid of the 1-D latent, [B]."""
+        z_N = jnp.linspace(-12.0, 12.0, 48_001)[:, None]
+        logits_Nx1xP = model.apply(variables, z_N, method=FlowVAE.decode)[:, None, :]
+        log_px_given_z = -jnp.sum(jnp.logaddexp(0.0, -logits_Nx1xP * (2 * x - 1)), axis=-1)
+        log_joint = log_px_given_z + losses.standard_normal_log_density(z_N)[:, None]
+        return jax.nn.logsumexp(log_joint, axis=0) + jnp.log(z_N[1, 0] - z_N[0, 0])
+
+    log_px = quadrature_log_px(variables)
+    iwae = jax.jit(lambda v, key: importance_weighted_bound(model, v, x, key, num_samples=S))(variables, jax.random.PRNGKey(1))
+    np.testing.assert_allclose(iwae, log_px, atol=0.01)
+    eps = jax.random.normal(jax.random.PRNGKey(2), (S, 2, 1))
+    elbo = jnp.mean(jax.jit(losses.flow_vae_log_weight)(apply(variables, x, eps=eps), x), axis=0)
+    assert np.all(elbo < log_px - 0.01), (elbo, log_px)  # Jensen: the ELBO is below log p(x), with a gap
+    with pytest.raises(ValueError, match="num_samples"):
+        importance_weighted_bound(model, variables, x, jax.random.PRNGKey(1), num_samples=0)
+
+
+def test_experiment_trains_with_fit_and_writes_figures(tmp_path, monkeypatch):
+    monkeypatch.setattr(flow_vae, "load_dataset", lambda *args: blob_dataset(n_train=160, n_test=40))
+    config = flow_vae.Config(
+        steps=16, batch_size=16, learning_rate=1e-2, latent_dim=2, hidden=16, flows=2, binarize="dynamic",
+        iwae_samples=8, iwae_batch_size=40, eval_batch_size=40, log_every_steps=4, workdir=str(tmp_path),
+    )  # 128 training examples: 8 steps per epoch, 4 equal chunks of 4 steps (one compiled scan)
+    summary = flow_vae.main(config)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    train = [row["train_loss"] for row in rows if row["kind"] == "train"]
+    assert train[-1] < train[0] - 2, train
+    assert summary["steps"] == 16 and summary["flows"] == 2
+    np.testing.assert_allclose(summary["test_loss"], -summary["test_elbo"], rtol=1e-4)
+    assert summary["test_iwae"] > summary["test_elbo"]
+    for name in ("samples.png", "reconstructions.png", "learning_curves.png"):
+        assert os.path.getsize(tmp_path / name) > 0
