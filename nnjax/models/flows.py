@@ -143,7 +143,7 @@ def importance_weighted_bound(
     model: FlowVAE, variables: Any, x: jax.Array, key: jax.Array, num_samples: int = 100
 ) -> jax.Array:
     """The IWAE bound ``log (1/S) Σ_s w_s`` of each image, ``log w_s = log p(x, zK_s) - log q_K(zK_s|x)``:
-    [B] nats, ``<= log p(x)``; S = 1 gives the single-sample ELBO, and it tightens as S grows.
+    [B] nats. Its expectation is ``<= log p(x)`` and rises towards it as S grows (S = 1: the ELBO).
 
     Encodes ``x`` [B, ...] once and pushes S independent ε [S, B, latent] (from ``key``) through the flows
     and decoder; memory grows as S·B·P, so callers batch large sets.
