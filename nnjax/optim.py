@@ -1,6 +1,9 @@
-"""Optimizers built from a config, learning-rate schedules and gradient accumulation."""
+"""Optimizers built from a config, learning-rate schedules, gradient accumulation and freezing."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -68,3 +71,47 @@ def accumulate(tx: optax.GradientTransformation, every_k: int) -> optax.Gradient
     if every_k < 1:
         raise ValueError(f"every_k must be >= 1, got {every_k}")
     return optax.MultiSteps(tx, every_k_schedule=every_k).gradient_transformation()
+
+
+ParamPath = tuple[str, ...]
+
+
+def trainable_labels(params: Any, trainable: Callable[[ParamPath], bool]) -> Any:
+    """A tree like ``params`` holding 'trainable' or 'frozen' at each leaf, by ``trainable(path)``.
+
+    ``path`` is the tuple of dict keys leading to the leaf, e.g. ('fc', 'kernel') or
+    ('layer1_0', 'bn1', 'scale'). ValueError if no leaf is trainable (usually a misspelt name).
+    """
+
+    def label(path, _):
+        return "trainable" if trainable(tuple(str(getattr(k, "key", k)) for k in path)) else "frozen"
+
+    labels = jax.tree_util.tree_map_with_path(label, params)
+    if "trainable" not in jax.tree.leaves(labels):
+        raise ValueError("trainable(path) is False for every parameter: nothing would train")
+    return labels
+
+
+def freeze(
+    tx: optax.GradientTransformation, params: Any, trainable: Callable[[ParamPath], bool]
+) -> optax.GradientTransformation:
+    """``tx`` for the parameters where ``trainable(path)`` holds; zero updates for the rest.
+
+    ``optax.multi_transform`` with ``optax.set_to_zero()`` on the frozen leaves: they keep their
+    values exactly (no weight decay, no momentum) and ``tx`` keeps no state for them. The PyTorch
+    idiom ``p.requires_grad = False`` for the backbone, ``fc`` replaced (seed 004 slide 13) is
+    ``freeze(tx, params, trainable=lambda path: path[0] == 'fc')``. Freezing the optimizer does not
+    freeze BatchNorm statistics: run a frozen backbone in evaluation mode
+    (``nnjax.models.resnet.ResNet(frozen_backbone=True)``).
+    """
+    labels = trainable_labels(params, trainable)
+    return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def parameter_counts(params: Any, trainable: Callable[[ParamPath], bool]) -> dict[str, int]:
+    """``{'trainable': n, 'frozen': m, 'total': n + m}``: scalar parameter counts split by ``trainable(path)``."""
+    labels = trainable_labels(params, trainable)
+    counts = {"trainable": 0, "frozen": 0}
+    for label, leaf in zip(jax.tree.leaves(labels), jax.tree.leaves(params)):
+        counts[label] += int(jnp.size(leaf))
+    return counts | {"total": counts["trainable"] + counts["frozen"]}
