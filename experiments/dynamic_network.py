@@ -14,6 +14,12 @@ to all stages (the best of a few passes; the CPU is shared, so times are rough).
 ``--stage-drop-rate 0`` trains the plain network, to show what switching stages off costs a
 network that never saw it.
 
+Measured on digits (base 8, depth 5, 20 epochs, shared 2-core CPU): plain training reaches 0.994
+test accuracy with all stages but chance (0.06-0.15) with any stage off; with --stage-drop-rate 0.2
+all stages give 0.866, dropping stage 3 0.855 (82 % of the FLOPs), stage 4 0.802 (29 %), earlier
+stages 0.23-0.32. These stages are not residual, so skipping one changes the scale of what the next
+sees (and its BatchNorm statistics were averaged over both cases); the identity is a poor stand-in.
+
     python -m experiments.dynamic_network                              # digits, 8x8
     python -m experiments.dynamic_network --active-layers 0,2,4
     python -m experiments.dynamic_network --stage-drop-rate 0          # no stochastic depth
