@@ -1,0 +1,146 @@
+"""Seed 003 slide 12 / seed 004 slide 13: transfer learning with a frozen backbone and a new head.
+
+A small ResNet is pretrained on a source task (MNIST digits 0-4), then its backbone is frozen
+(parameters *and* BatchNorm statistics: ``ResNet(frozen_backbone=True)`` plus
+``nnjax.optim.freeze``) and a new 5-way ``fc`` head is trained on a target task with few labels
+(digits 5-9, ``--target-labels`` labelled examples). The same network trained from scratch on
+those labels is the baseline. All three runs use ``nnjax.train.fit``.
+
+    python -m experiments.transfer_learning                        # mnist5k, small ResNet, 300 labels
+    python -m experiments.transfer_learning --weights resnet18.pth --arch resnet18   # torchvision backbone
+
+With ``--weights`` (a torchvision ResNet state_dict, see ``nnjax.models.torch_import``) the
+pretrained backbone comes from that file instead of the source task: digits are repeated to RGB
+and ImageNet-normalised, and the from-scratch baseline is the same torchvision architecture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nnjax import cli, losses
+from nnjax.config import TrainConfig, check_positive, parse_widths, prepare_workdir
+from nnjax.data import Dataset, load_dataset
+from nnjax.data.images import imagenet_normalize
+from nnjax.errors import ConfigError
+from nnjax.models.resnet import STEMS, VARIANTS, ResNet, resnet
+from nnjax.models.torch_import import WarmStart, drop, load_torch_state_dict, resnet_params_from_torch
+from nnjax.optim import freeze, make_optimizer, parameter_counts
+from nnjax.train import fit
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(TrainConfig):
+    """Pretrain on digits 0-4, transfer a frozen backbone + new head to digits 5-9 with few labels, vs scratch."""
+
+    data: str = "mnist5k"
+    epochs: int = 30  # target-task epochs (transfer and scratch alike)
+    batch_size: int = 32
+    pretrain_epochs: int = 3
+    target_labels: int = 300  # labelled target examples (before --validation-fraction is held out)
+    split_class: int = 5  # source task: labels < split_class; target: labels >= split_class (shifted to 0..)
+    stage_sizes: str = "1,1,1"
+    widths: str = "16,32,64"
+    stem: str = dataclasses.field(default="cifar", metadata={"choices": STEMS})
+    weights: str | None = None  # torchvision ResNet state_dict (.pth) to transfer from instead of pretraining
+    arch: str = dataclasses.field(default="resnet18", metadata={"choices": tuple(VARIANTS)})
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive(self, "pretrain_epochs", "target_labels", "split_class")
+        if len(parse_widths(self.stage_sizes, "stage-sizes")) != len(parse_widths(self.widths, "widths")):
+            raise ConfigError(f"--stage-sizes {self.stage_sizes!r} and --widths {self.widths!r} must list as many stages")
+
+
+def class_subset(split: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, np.ndarray]:
+    """The examples with ``lo <= y < hi``, labels shifted to ``0 .. hi - lo - 1``."""
+    keep = (split["y"] >= lo) & (split["y"] < hi)
+    return {"x": split["x"][keep], "y": split["y"][keep] - lo}
+
+
+def split_tasks(data: Dataset, split_class: int, target_labels: int, seed: int) -> tuple[Dataset, Dataset]:
+    """(source, target) tasks: classes below/above ``split_class``; the target keeps ``target_labels``
+    random training examples (``seed``) and its whole test split."""
+    if not 1 <= split_class < data.num_classes - 1:
+        raise ConfigError(f"--split-class must be in [1, {data.num_classes - 2}] for {data.num_classes} classes, got {split_class}")
+    source = Dataset(f"{data.name}[<{split_class}]", data.source, class_subset(data.train, 0, split_class),
+                     class_subset(data.test, 0, split_class), split_class)
+    target_train = class_subset(data.train, split_class, data.num_classes)
+    n = len(target_train["y"])
+    if target_labels > n:
+        raise ConfigError(f"--target-labels must be <= {n} (target training examples), got {target_labels}")
+    few = np.sort(np.random.default_rng(seed).permutation(n)[:target_labels])
+    target = Dataset(f"{data.name}[>={split_class}]x{target_labels}", data.source,
+                     {k: v[few] for k, v in target_train.items()},
+                     class_subset(data.test, split_class, data.num_classes), data.num_classes - split_class)
+    return source, target
+
+
+def imagenet_inputs(data: Dataset) -> Dataset:
+    """Grey or RGB images in [0, 1] -> 3-channel ImageNet-normalised inputs (for torchvision weights)."""
+
+    def convert(x):
+        rgb = np.broadcast_to(x, (*x.shape[:-1], 3)) if x.shape[-1] == 1 else x
+        return np.asarray(imagenet_normalize(jnp.asarray(rgb)))
+
+    return dataclasses.replace(data, train={**data.train, "x": convert(data.train["x"])},
+                               test={**data.test, "x": convert(data.test["x"])})
+
+
+def _phase(config: Config, workdir: str, name: str, **changes) -> Config:
+    return dataclasses.replace(config, workdir=os.path.join(workdir, name), **changes)
+
+
+def _head_only(path: tuple[str, ...]) -> bool:
+    return path[0] == "fc"
+
+
+def main(config: Config) -> dict:
+    workdir = prepare_workdir(config, "transfer_learning")
+    data = load_dataset(config.data, config.data_dir, config.download)
+    source, target = split_tasks(data, config.split_class, config.target_labels, config.seed)
+    result = {"data": data.name, "target_labels": config.target_labels}
+
+    if config.weights:
+        make = lambda frozen: resnet(config.arch, target.num_classes, frozen_backbone=frozen)  # noqa: E731
+        pretrained = resnet_params_from_torch(load_torch_state_dict(config.weights), config.arch)
+        target = imagenet_inputs(target)
+        result |= {"backbone": f"{config.arch} from {config.weights}"}
+    else:
+        stages, widths = parse_widths(config.stage_sizes, "stage-sizes"), parse_widths(config.widths, "widths")
+        make = lambda frozen: ResNet(  # noqa: E731
+            stages, "basic", widths, config.stem, stem_width=widths[0], num_classes=target.num_classes, frozen_backbone=frozen
+        )
+        pretrain = fit(_phase(config, workdir, "pretrain", epochs=config.pretrain_epochs), make(False), source,
+                       losses.classification, experiment="transfer_learning/pretrain")
+        pretrained = {"params": pretrain.state.params, "batch_stats": pretrain.state.batch_stats}
+        result |= {"backbone": f"ResNet {config.stage_sizes} x {config.widths} pretrained on {source.name}",
+                   "source_test_accuracy": pretrain.summary["test_accuracy"]}
+
+    model = make(True)
+    shapes = jax.eval_shape(lambda k, x: model.init(k, x), jax.random.PRNGKey(0), target.train["x"][:1])
+    counts = parameter_counts(shapes["params"], _head_only)
+    tx = freeze(make_optimizer(config.optimizer, config.learning_rate), shapes["params"], _head_only)
+    transfer = fit(_phase(config, workdir, "transfer"), WarmStart(model, drop(pretrained, "fc")), target,
+                   losses.classification, experiment="transfer_learning/transfer", tx=tx)
+    scratch = fit(_phase(config, workdir, "scratch"), make(False), target, losses.classification,
+                  experiment="transfer_learning/scratch")
+    return result | {
+        "transfer_test_accuracy": transfer.summary["test_accuracy"],
+        "scratch_test_accuracy": scratch.summary["test_accuracy"],
+        "trainable_params": counts["trainable"],
+        "frozen_params": counts["frozen"],
+        "target_train_examples": transfer.summary["train_examples"],
+        "epochs": config.epochs,
+        "workdir": workdir,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, Config, prog="transfer_learning"))

@@ -1,0 +1,103 @@
+"""Transfer learning: optimizer freezing, a frozen ResNet backbone under real train steps, the demo."""
+
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments import transfer_learning
+from nnjax import losses
+from nnjax.data import Dataset
+from nnjax.errors import ConfigError
+from nnjax.models.resnet import ResNet
+from nnjax.optim import freeze, parameter_counts
+from nnjax.train.state import TrainState
+from nnjax.train.steps import make_train_step
+
+
+def head_only(path):
+    return path[0] == "fc"
+
+
+def test_freeze_zeroes_frozen_updates_and_matches_tx_on_the_rest():
+    params = {"backbone": {"w": jnp.ones(3)}, "fc": {"w": jnp.ones(2), "b": jnp.zeros(2)}}
+    grads = {"backbone": {"w": jnp.full(3, 0.5)}, "fc": {"w": jnp.array([1.0, -2.0]), "b": jnp.array([0.3, 0.1])}}
+    adamw = optax.adamw(0.1, weight_decay=0.5)  # weight decay would move a frozen leaf with zero gradient too
+    frozen_tx, plain_tx = freeze(adamw, params, head_only), adamw
+    frozen_state, plain_state = frozen_tx.init(params), plain_tx.init(params["fc"])
+    frozen_params, plain_params = params, params["fc"]
+    for _ in range(3):
+        updates, frozen_state = frozen_tx.update(grads, frozen_state, frozen_params)
+        frozen_params = optax.apply_updates(frozen_params, updates)
+        updates, plain_state = plain_tx.update(grads["fc"], plain_state, plain_params)
+        plain_params = optax.apply_updates(plain_params, updates)
+    chex.assert_trees_all_equal(frozen_params["backbone"], params["backbone"])
+    chex.assert_trees_all_close(frozen_params["fc"], plain_params)
+    assert not np.allclose(frozen_params["fc"]["w"], params["fc"]["w"])
+
+
+def test_parameter_counts_and_nothing_trainable_is_an_error():
+    params = {"layer1_0": {"conv1": {"kernel": jnp.zeros((3, 3, 2, 4))}}, "fc": {"kernel": jnp.zeros((4, 5)), "bias": jnp.zeros(5)}}
+    assert parameter_counts(params, head_only) == {"trainable": 25, "frozen": 72, "total": 97}
+    with pytest.raises(ValueError, match="nothing would train"):
+        freeze(optax.sgd(0.1), params, lambda path: path[0] == "head")
+
+
+def test_frozen_backbone_keeps_params_and_batch_stats_bit_identical():
+    model = ResNet(stage_sizes=(1,), widths=(4,), stem="cifar", stem_width=4, num_classes=3, frozen_backbone=True)
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 6, 6, 2))
+    y = jnp.arange(8) % 3
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    params = jax.tree.map(lambda s: rng.normal(0.0, 0.5, s.shape).astype(np.float32), shapes["params"])
+    # Running statistics far from this batch's, so train-mode BatchNorm would visibly move them.
+    stats = jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32), shapes["batch_stats"])
+    tx = freeze(optax.adamw(0.05, weight_decay=0.5), params, head_only)
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=stats, rng=jax.random.PRNGKey(1))
+    step = jax.jit(make_train_step(losses.classification))
+    for _ in range(3):
+        state, _ = step(state, {"x": x, "y": y})
+    backbone = {k: v for k, v in params.items() if k != "fc"}
+    chex.assert_trees_all_equal({k: v for k, v in state.params.items() if k != "fc"}, backbone)
+    chex.assert_trees_all_equal(state.batch_stats, stats)
+    assert not np.allclose(state.params["fc"]["kernel"], params["fc"]["kernel"])
+
+
+def _dataset(n_train=60, n_test=30, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        return {"x": rng.random((n, 4, 4, 1), dtype=np.float32), "y": (np.arange(n) % classes).astype(np.int32)}
+
+    return Dataset("toy", "random", split(n_train), split(n_test), classes)
+
+
+def test_split_tasks_relabels_and_keeps_few_target_labels():
+    source, target = transfer_learning.split_tasks(_dataset(), split_class=2, target_labels=10, seed=0)
+    assert source.num_classes == target.num_classes == 2
+    assert set(source.train["y"]) == set(target.test["y"]) == {0, 1}
+    assert len(target.train["y"]) == 10 and len(source.train["y"]) == 30
+    np.testing.assert_array_equal(target.test["x"], _dataset().test["x"][_dataset().test["y"] >= 2])
+    with pytest.raises(ConfigError, match="--target-labels must be <= 30"):
+        transfer_learning.split_tasks(_dataset(), split_class=2, target_labels=31, seed=0)
+
+
+def test_transfer_learning_experiment_runs_three_phases(tmp_path):
+    config = transfer_learning.Config(
+        data="digits", epochs=1, pretrain_epochs=1, target_labels=80, stage_sizes="1", widths="4",
+        batch_size=32, eval_batch_size=512, workdir=str(tmp_path),
+    )
+    result = transfer_learning.main(config)
+    # fc of width 4 -> 5 classes is all that trains; the rest: 3x3 convs 1->4, 4->4, 4->4 and three BNs.
+    assert result["trainable_params"] == 4 * 5 + 5
+    assert result["frozen_params"] == 9 * 4 + 2 * 9 * 16 + 3 * 2 * 4
+    for key in ("source_test_accuracy", "transfer_test_accuracy", "scratch_test_accuracy"):
+        assert 0.0 <= result[key] <= 1.0
+    for phase in ("pretrain", "transfer", "scratch"):
+        with open(os.path.join(tmp_path, phase, "metrics.jsonl")) as f:
+            assert json.loads(f.readlines()[-1])["kind"] == "test"
