@@ -17,7 +17,7 @@ Regularizers (``l1_penalty``, ``l2_penalty``) map a params pytree to a scalar th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -199,6 +199,79 @@ def boundary_weighted_bce_with_logits(
     """``boundary_weighted_bce`` on ``sigmoid(logits)``, computed stably in log-sigmoid form."""
     values = binary_cross_entropy_with_logits(logits, targets, reduction="none")
     return _reduce(values, reduction, _weights(weights, targets, values, boundary_weight))
+
+
+def soft_dice_loss(probs_BxHxW: jax.Array, targets_BxHxW: jax.Array, smooth: float = 1.0, reduction: str = "mean") -> jax.Array:
+    """Soft Dice loss ``1 - (2 Σ p y + s) / (Σ p + Σ y + s)`` per example, summed over all but the first axis.
+
+    ``probs`` are foreground probabilities in [0, 1] shaped like the binary ``targets`` [B, ...];
+    ``smooth`` s > 0 keeps the loss finite on empty masks (an empty target predicted empty scores 0)
+    and smooths the gradient. ``reduction`` acts on the per-example values [B] (``'none'`` returns them).
+    """
+    probs_BxHxW, targets_BxHxW = _pair(probs_BxHxW, targets_BxHxW, "probs", "targets")
+    if probs_BxHxW.ndim < 2:
+        raise ValueError(f"probs must have shape [B, ...] with at least one axis per example, got {probs_BxHxW.shape}")
+    if isinstance(smooth, (int, float)) and not smooth > 0:
+        raise ValueError(f"smooth must be > 0, got {smooth}")
+    axes = tuple(range(1, probs_BxHxW.ndim))
+    overlap = jnp.sum(probs_BxHxW * targets_BxHxW, axis=axes)
+    total = jnp.sum(probs_BxHxW, axis=axes) + jnp.sum(targets_BxHxW, axis=axes)
+    return _reduce(1.0 - (2.0 * overlap + smooth) / (total + smooth), reduction)
+
+
+def segmentation_objective(
+    dice_weight: float = 1.0, boundary_weight: float = 0.0, boundary_head_weight: float = 0.5, tolerance: int = 2
+) -> Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]:
+    """Trainer objective for binary segmentation: per-example ``BCE + dice_weight · soft Dice``.
+
+    The returned ``objective(outputs, batch)`` takes mask logits ``outputs`` [B, H, W, 1] (or [B, H, W]),
+    or a dict with logits ``'mask'`` and optionally ``'boundary'`` (``nnjax.models.unet.UNet``), and the
+    binary masks ``batch['y']`` [B, H, W]. Per example [B]:
+
+    - ``bce``: ``boundary_weighted_bce_with_logits`` normalised by the example's weights
+      (``boundary_weights(y, boundary_weight)``: pixels of the boundary band count ``1 + boundary_weight``
+      times; 0 gives plain BCE);
+    - ``soft_dice``: ``soft_dice_loss(sigmoid(mask), y)``;
+    - ``boundary_bce`` (dict outputs with ``'boundary'``): BCE of the boundary logits against the
+      boundary band of ``y``, weighted by ``boundary_head_weight`` in the loss;
+    - ``loss`` = bce + dice_weight · soft_dice [+ boundary_head_weight · boundary_bce];
+    - hard-mask scores of ``mask > 0`` (``nnjax.metrics.segmentation_scores``): ``dice``, ``iou``,
+      ``precision``, ``recall``, ``boundary_f1`` (within ``tolerance`` pixels).
+    """
+    for name, value in (("dice_weight", dice_weight), ("boundary_weight", boundary_weight),
+                        ("boundary_head_weight", boundary_head_weight)):
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+    def objective(outputs: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        logits = outputs["mask"] if isinstance(outputs, dict) else outputs
+        targets_BxHxW = _as_float(batch["y"])
+        logits_BxHxW = _squeeze_channel(logits, targets_BxHxW.shape)
+        weights_BxHxW = boundary_weights(targets_BxHxW, boundary_weight)
+        weighted_BxHxW = boundary_weighted_bce_with_logits(logits_BxHxW, targets_BxHxW, weights_BxHxW, reduction="none")
+        bce_B = weighted_BxHxW.sum(axis=(1, 2)) / weights_BxHxW.sum(axis=(1, 2))
+        dice_B = soft_dice_loss(jax.nn.sigmoid(logits_BxHxW), targets_BxHxW, reduction="none")
+        terms = {"bce": bce_B, "soft_dice": dice_B}
+        loss_B = bce_B + dice_weight * dice_B
+        if isinstance(outputs, dict) and "boundary" in outputs:
+            band_BxHxW = boundary_weights(targets_BxHxW, 1.0) - 1.0
+            boundary_logits = _squeeze_channel(outputs["boundary"], targets_BxHxW.shape)
+            terms["boundary_bce"] = binary_cross_entropy_with_logits(boundary_logits, band_BxHxW, "none").mean(axis=(1, 2))
+            loss_B = loss_B + boundary_head_weight * terms["boundary_bce"]
+        scores = metrics.segmentation_scores(logits_BxHxW > 0, targets_BxHxW, tolerance)
+        return {"loss": loss_B, **terms, **scores}
+
+    return objective
+
+
+def _squeeze_channel(logits: jax.Array, shape_BxHxW: tuple[int, ...]) -> jax.Array:
+    """Logits [B, H, W, 1] or [B, H, W] as [B, H, W], checked against the masks' shape."""
+    logits = _as_float(logits)
+    if logits.ndim == 4 and logits.shape[-1] == 1:
+        logits = logits[..., 0]
+    if logits.shape != tuple(shape_BxHxW) or logits.ndim != 3:
+        raise ValueError(f"mask logits must have shape [B, H, W, 1] or [B, H, W] matching masks {shape_BxHxW}, got {logits.shape}")
+    return logits
 
 
 # --- multitask (seed 002·5) ---------------------------------------------------------------------------

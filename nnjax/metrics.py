@@ -155,3 +155,118 @@ def mae(predictions: jax.Array, targets: jax.Array) -> jax.Array:
     """Mean absolute error over all elements: float32 scalar."""
     predictions, targets = _check_pair(predictions, targets)
     return jnp.mean(jnp.abs(predictions - targets))
+
+
+# --- segmentation (seed 002 slide 12) ------------------------------------------------------------------
+#
+# Binary masks [B, H, W] (bool, or numbers where nonzero is foreground); every metric is per example: [B].
+# Empty masks: a ratio whose denominator is 0 is 1.0 when both masks are empty (nothing to find and
+# nothing found is a perfect answer) and 0.0 otherwise; e.g. an empty prediction of a non-empty mask
+# scores 0 on every metric, and a non-empty prediction of an empty mask scores 0 on every metric.
+
+
+def _mask_pair(pred_BxHxW: Any, true_BxHxW: Any) -> tuple[jax.Array, jax.Array]:
+    pred_BxHxW, true_BxHxW = jnp.asarray(pred_BxHxW), jnp.asarray(true_BxHxW)
+    if pred_BxHxW.ndim != 3 or pred_BxHxW.shape != true_BxHxW.shape:
+        raise ValueError(
+            f"pred and true masks must both have shape [B, H, W], got {pred_BxHxW.shape} and {true_BxHxW.shape}"
+        )
+    return pred_BxHxW != 0, true_BxHxW != 0
+
+
+def _segmentation_ratio(numerator_B: jax.Array, denominator_B: jax.Array, both_empty_B: jax.Array) -> jax.Array:
+    """``numerator / denominator`` per example; 1.0 where both masks are empty, else 0 where denominator is 0."""
+    return jnp.where(both_empty_B, 1.0, _ratio(numerator_B, denominator_B))
+
+
+def _counts(pred_BxHxW: Any, true_BxHxW: Any) -> tuple[jax.Array, ...]:
+    """(TP, FP, FN, both_empty) per example, float32 [B] (both_empty bool)."""
+    pred, true = _mask_pair(pred_BxHxW, true_BxHxW)
+    tp = jnp.sum(pred & true, axis=(1, 2), dtype=jnp.float32)
+    fp = jnp.sum(pred & ~true, axis=(1, 2), dtype=jnp.float32)
+    fn = jnp.sum(~pred & true, axis=(1, 2), dtype=jnp.float32)
+    return tp, fp, fn, (tp + fp + fn) == 0
+
+
+def dice(pred_BxHxW: Any, true_BxHxW: Any) -> jax.Array:
+    """Dice coefficient ``2|P ∩ T| / (|P| + |T|)`` per example (= pixel F1): float32 [B]."""
+    tp, fp, fn, both_empty = _counts(pred_BxHxW, true_BxHxW)
+    return _segmentation_ratio(2 * tp, 2 * tp + fp + fn, both_empty)
+
+
+def iou(pred_BxHxW: Any, true_BxHxW: Any) -> jax.Array:
+    """Intersection over union (Jaccard) ``|P ∩ T| / |P ∪ T|`` per example: float32 [B]."""
+    tp, fp, fn, both_empty = _counts(pred_BxHxW, true_BxHxW)
+    return _segmentation_ratio(tp, tp + fp + fn, both_empty)
+
+
+def pixel_precision(pred_BxHxW: Any, true_BxHxW: Any) -> jax.Array:
+    """Pixel precision ``|P ∩ T| / |P|`` per example: float32 [B]."""
+    tp, fp, _, both_empty = _counts(pred_BxHxW, true_BxHxW)
+    return _segmentation_ratio(tp, tp + fp, both_empty)
+
+
+def pixel_recall(pred_BxHxW: Any, true_BxHxW: Any) -> jax.Array:
+    """Pixel recall (sensitivity) ``|P ∩ T| / |T|`` per example: float32 [B]."""
+    tp, _, fn, both_empty = _counts(pred_BxHxW, true_BxHxW)
+    return _segmentation_ratio(tp, tp + fn, both_empty)
+
+
+def mask_boundary(mask_BxHxW: Any) -> jax.Array:
+    """bool [B, H, W]: foreground pixels with a background pixel among their 8 neighbours.
+
+    The inner contour, one pixel wide (``mask & ~erode(mask, 3x3)``). Pixels outside the image do
+    not count as background, so the image border is not a boundary (as in
+    ``nnjax.losses.boundary_weights``): a mask cut by a tile edge gets no contour along the cut.
+    """
+    foreground = jnp.asarray(mask_BxHxW) != 0
+    if foreground.ndim != 3:
+        raise ValueError(f"mask must have shape [B, H, W], got {foreground.shape}")
+    eroded = jax.lax.reduce_window(foreground.astype(jnp.float32), jnp.inf, jax.lax.min, (1, 3, 3), (1, 1, 1), "SAME")
+    return foreground & (eroded == 0)
+
+
+def _disk_offsets(radius: int) -> list[tuple[int, int]]:
+    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1) if dy * dy + dx * dx <= radius * radius]
+
+
+def _dilate_disk(mask_BxHxW: jax.Array, radius: int) -> jax.Array:
+    """bool [B, H, W]: pixels within Euclidean distance ``radius`` of a True pixel of ``mask``."""
+    _, h, w = mask_BxHxW.shape
+    padded = jnp.pad(mask_BxHxW, ((0, 0), (radius, radius), (radius, radius)))
+    out = jnp.zeros_like(mask_BxHxW)
+    for dy, dx in _disk_offsets(radius):
+        out = out | padded[:, radius + dy : radius + dy + h, radius + dx : radius + dx + w]
+    return out
+
+
+def boundary_f1(pred_BxHxW: Any, true_BxHxW: Any, tolerance: int = 2) -> jax.Array:
+    """Boundary F1 (the BF score of Csurka et al. 2013) per example: float32 [B].
+
+    The contours (``mask_boundary``) of both masks are compared: a predicted contour pixel is correct
+    if a true contour pixel lies within Euclidean distance ``tolerance`` pixels (``tolerance=0``: the
+    same pixel), and vice versa. ``P`` = matched fraction of the predicted contour, ``R`` = matched
+    fraction of the true contour, BF = ``2PR / (P + R)``. Both contours empty -> 1.0; one empty -> 0.0.
+    ``tolerance`` is a static non-negative int.
+    """
+    if not isinstance(tolerance, int) or tolerance < 0:
+        raise ValueError(f"tolerance must be a non-negative int (pixels), got {tolerance!r}")
+    pred, true = _mask_pair(pred_BxHxW, true_BxHxW)
+    pred_edge, true_edge = mask_boundary(pred), mask_boundary(true)
+    pred_count = jnp.sum(pred_edge, axis=(1, 2), dtype=jnp.float32)
+    true_count = jnp.sum(true_edge, axis=(1, 2), dtype=jnp.float32)
+    precision = _ratio(jnp.sum(pred_edge & _dilate_disk(true_edge, tolerance), axis=(1, 2)), pred_count)
+    recall = _ratio(jnp.sum(true_edge & _dilate_disk(pred_edge, tolerance), axis=(1, 2)), true_count)
+    both_empty = (pred_count + true_count) == 0
+    return _segmentation_ratio(2 * precision * recall, precision + recall, both_empty)
+
+
+def segmentation_scores(pred_BxHxW: Any, true_BxHxW: Any, tolerance: int = 2) -> dict[str, jax.Array]:
+    """``{'dice', 'iou', 'precision', 'recall', 'boundary_f1'}`` per example, each float32 [B]."""
+    return {
+        "dice": dice(pred_BxHxW, true_BxHxW),
+        "iou": iou(pred_BxHxW, true_BxHxW),
+        "precision": pixel_precision(pred_BxHxW, true_BxHxW),
+        "recall": pixel_recall(pred_BxHxW, true_BxHxW),
+        "boundary_f1": boundary_f1(pred_BxHxW, true_BxHxW, tolerance),
+    }

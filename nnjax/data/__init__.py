@@ -10,18 +10,23 @@ from nnjax.data.pipeline import (
 )
 from nnjax.data.prefetch import prefetch
 from nnjax.data.registry import DIGITS_AUTO, Dataset, available, load_dataset, register
+from nnjax.data.segmentation import dihedral_augment, load_nuclei, load_shapes, synthetic_shapes
 
 __all__ = [
     "DIGITS_AUTO",
     "Dataset",
     "available",
+    "dihedral_augment",
     "epoch_batch_indices",
     "load_dataset",
+    "load_nuclei",
+    "load_shapes",
     "num_examples",
     "num_validation",
     "padded_batches",
     "prefetch",
     "register",
     "split_validation",
+    "synthetic_shapes",
     "take",
 ]
