@@ -29,13 +29,19 @@ def test_freeze_zeroes_frozen_updates_and_matches_tx_on_the_rest():
     grads = {"backbone": {"w": jnp.full(3, 0.5)}, "fc": {"w": jnp.array([1.0, -2.0]), "b": jnp.array([0.3, 0.1])}}
     adamw = optax.adamw(0.1, weight_decay=0.5)  # weight decay would move a frozen leaf with zero gradient too
     frozen_tx, plain_tx = freeze(adamw, params, head_only), adamw
-    frozen_state, plain_state = frozen_tx.init(params), plain_tx.init(params["fc"])
-    frozen_params, plain_params = params, params["fc"]
-    for _ in range(3):
-        updates, frozen_state = frozen_tx.update(grads, frozen_state, frozen_params)
-        frozen_params = optax.apply_updates(frozen_params, updates)
-        updates, plain_state = plain_tx.update(grads["fc"], plain_state, plain_params)
-        plain_params = optax.apply_updates(plain_params, updates)
+
+    @jax.jit
+    def three_steps(params):
+        frozen_state, plain_state = frozen_tx.init(params), plain_tx.init(params["fc"])
+        frozen_params, plain_params = params, params["fc"]
+        for _ in range(3):
+            updates, frozen_state = frozen_tx.update(grads, frozen_state, frozen_params)
+            frozen_params = optax.apply_updates(frozen_params, updates)
+            updates, plain_state = plain_tx.update(grads["fc"], plain_state, plain_params)
+            plain_params = optax.apply_updates(plain_params, updates)
+        return frozen_params, plain_params
+
+    frozen_params, plain_params = three_steps(params)
     chex.assert_trees_all_equal(frozen_params["backbone"], params["backbone"])
     chex.assert_trees_all_close(frozen_params["fc"], plain_params)
     assert not np.allclose(frozen_params["fc"]["w"], params["fc"]["w"])
@@ -87,10 +93,11 @@ def test_split_tasks_relabels_and_keeps_few_target_labels():
         transfer_learning.split_tasks(_dataset(), split_class=2, target_labels=31, seed=0)
 
 
+@pytest.mark.slow
 def test_transfer_learning_experiment_runs_three_phases(tmp_path):
     config = transfer_learning.Config(
         data="digits", epochs=1, pretrain_epochs=1, target_labels=80, stage_sizes="1", widths="4",
-        batch_size=32, eval_batch_size=512, workdir=str(tmp_path),
+        batch_size=32, eval_batch_size=512, validation_fraction=0.0, workdir=str(tmp_path),
     )
     result = transfer_learning.main(config)
     # fc of width 4 -> 5 classes is all that trains; the rest: 3x3 convs 1->4, 4->4, 4->4 and three BNs.

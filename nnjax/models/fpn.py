@@ -13,22 +13,23 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nnjax.models.layers import Conv2D
 from nnjax.models.resnet import ResNet
 
 
-def nearest_indices(in_size: int, out_size: int) -> jax.Array:
-    """Source index of each output position of a nearest resize, int32 [out_size].
+def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+    """Source index of each output position of a nearest resize, int32 [out_size] (host numpy).
 
     torch's ``F.interpolate(mode='nearest', size=...)`` formula in float32,
     ``min(floor(i * float32(in / out)), in - 1)``, bit for bit: it equals the exact
     ``floor(i * in / out)`` at small sizes but not always (e.g. 26 -> 44), and FPN weights trained
     in torch saw torch's indices.
     """
-    scale = jnp.float32(in_size) / jnp.float32(out_size)
-    src = jnp.floor(jnp.arange(out_size, dtype=jnp.float32) * scale).astype(jnp.int32)
-    return jnp.minimum(src, in_size - 1)
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int32)
+    return np.minimum(src, in_size - 1)
 
 
 def upsample_nearest(x_BxHxWxC: jax.Array, size: tuple[int, int]) -> jax.Array:
