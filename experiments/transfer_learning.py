@@ -3,8 +3,9 @@
 A small ResNet is pretrained on a source task (MNIST digits 0-4), then its backbone is frozen
 (parameters *and* BatchNorm statistics: ``ResNet(frozen_backbone=True)`` plus
 ``nnjax.optim.freeze``) and a new 5-way ``fc`` head is trained on a target task with few labels
-(digits 5-9, ``--target-labels`` labelled examples). The same network trained from scratch on
-those labels is the baseline. All three runs use ``nnjax.train.fit``.
+(digits 5-9, ``--target-labels`` labelled examples) at ``--head-learning-rate``. The same network
+trained from scratch on those labels (at ``--learning-rate``) is the baseline. All three runs use
+``nnjax.train.fit`` and write their run directories under ``--workdir``: pretrain/, transfer/, scratch/.
 
     python -m experiments.transfer_learning                        # mnist5k, small ResNet, 300 labels
     python -m experiments.transfer_learning --weights resnet18.pth --arch resnet18   # torchvision backbone
@@ -43,6 +44,7 @@ class Config(TrainConfig):
     epochs: int = 30  # target-task epochs (transfer and scratch alike)
     batch_size: int = 32
     pretrain_epochs: int = 3
+    head_learning_rate: float = 1e-2  # the new head on frozen features (a convex problem) trains at this rate
     target_labels: int = 300  # labelled target examples (before --validation-fraction is held out)
     split_class: int = 5  # source task: labels < split_class; target: labels >= split_class (shifted to 0..)
     stage_sizes: str = "1,1,1"
@@ -53,7 +55,7 @@ class Config(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_positive(self, "pretrain_epochs", "target_labels", "split_class")
+        check_positive(self, "pretrain_epochs", "target_labels", "split_class", "head_learning_rate")
         if len(parse_widths(self.stage_sizes, "stage-sizes")) != len(parse_widths(self.widths, "widths")):
             raise ConfigError(f"--stage-sizes {self.stage_sizes!r} and --widths {self.widths!r} must list as many stages")
 
@@ -126,7 +128,7 @@ def main(config: Config) -> dict:
     model = make(True)
     shapes = jax.eval_shape(lambda k, x: model.init(k, x), jax.random.PRNGKey(0), target.train["x"][:1])
     counts = parameter_counts(shapes["params"], _head_only)
-    tx = freeze(make_optimizer(config.optimizer, config.learning_rate), shapes["params"], _head_only)
+    tx = freeze(make_optimizer(config.optimizer, config.head_learning_rate), shapes["params"], _head_only)
     transfer = fit(_phase(config, workdir, "transfer"), WarmStart(model, drop(pretrained, "fc")), target,
                    losses.classification, experiment="transfer_learning/transfer", tx=tx)
     scratch = fit(_phase(config, workdir, "scratch"), make(False), target, losses.classification,
