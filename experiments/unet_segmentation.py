@@ -16,6 +16,11 @@ defaults to 0 because the overlapping nuclei training tiles would leak into a ra
 split; the held-out region is the measure. The final JSON line holds the per-tile means of the test
 metrics (``test_dice``, ...) and pooled ``test_pooled_dice``/``test_pooled_iou`` over all test pixels;
 the run directory gets ``overlay.png`` (TP green, FP red, FN blue) and ``learning_curves.png``.
+
+Measured with the defaults (10 epochs, batch 16, base 16, 2 shared CPU cores): nuclei, 165 training /
+16 held-out tiles, 100 steps in 3.6 min: held-out Dice 0.927 (pooled 0.944), IoU 0.868, precision
+0.937, recall 0.923, boundary F1 (2 px) 0.959. Shapes, 256 / 128 images, 160 steps in 4.9 min:
+Dice 0.981, IoU 0.965, precision 0.979, recall 0.984, boundary F1 0.998.
 """
 
 from __future__ import annotations
@@ -30,7 +35,13 @@ import numpy as np
 
 from nnjax import cli, losses, metrics, plots
 from nnjax.config import TrainConfig, check_fraction, check_positive
-from nnjax.data import Dataset, dihedral_augment, load_nuclei, load_shapes, padded_batches
+from nnjax.data import (
+    Dataset,
+    dihedral_augment,
+    load_nuclei,
+    load_shapes,
+    padded_batches,
+)
 from nnjax.errors import ConfigError, DataUnavailableError
 from nnjax.models.unet import DOWNSAMPLE, UNet
 from nnjax.train import fit
@@ -59,7 +70,7 @@ class Config(TrainConfig):
     boundary_head_weight: float = 0.5
     tolerance: int = 2
     augment: bool = True
-    shapes_train: int = 512
+    shapes_train: int = 256
     shapes_test: int = 128
     noise: float = 0.1
     overlay_examples: int = 4

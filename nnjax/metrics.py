@@ -246,7 +246,8 @@ def boundary_f1(pred_BxHxW: Any, true_BxHxW: Any, tolerance: int = 2) -> jax.Arr
     The contours (``mask_boundary``) of both masks are compared: a predicted contour pixel is correct
     if a true contour pixel lies within Euclidean distance ``tolerance`` pixels (``tolerance=0``: the
     same pixel), and vice versa. ``P`` = matched fraction of the predicted contour, ``R`` = matched
-    fraction of the true contour, BF = ``2PR / (P + R)``. Both contours empty -> 1.0; one empty -> 0.0.
+    fraction of the true contour, BF = ``2PR / (P + R)``. One contour empty -> 0.0. Both empty (each
+    mask all background or all foreground) -> 1.0 if the masks are equal (both empty or both full), else 0.0.
     ``tolerance`` is a static non-negative int.
     """
     if not isinstance(tolerance, int) or tolerance < 0:
@@ -257,8 +258,9 @@ def boundary_f1(pred_BxHxW: Any, true_BxHxW: Any, tolerance: int = 2) -> jax.Arr
     true_count = jnp.sum(true_edge, axis=(1, 2), dtype=jnp.float32)
     precision = _ratio(jnp.sum(pred_edge & _dilate_disk(true_edge, tolerance), axis=(1, 2)), pred_count)
     recall = _ratio(jnp.sum(true_edge & _dilate_disk(pred_edge, tolerance), axis=(1, 2)), true_count)
-    both_empty = (pred_count + true_count) == 0
-    return _segmentation_ratio(2 * precision * recall, precision + recall, both_empty)
+    no_contours = (pred_count + true_count) == 0  # each mask all background or all foreground
+    score = _segmentation_ratio(2 * precision * recall, precision + recall, jnp.zeros_like(no_contours))
+    return jnp.where(no_contours, jnp.all(pred == true, axis=(1, 2)).astype(jnp.float32), score)
 
 
 def segmentation_scores(pred_BxHxW: Any, true_BxHxW: Any, tolerance: int = 2) -> dict[str, jax.Array]:

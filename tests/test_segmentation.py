@@ -15,7 +15,7 @@ from scipy import ndimage
 from nnjax import losses, metrics
 from nnjax.data import segmentation
 from nnjax.errors import DataUnavailableError, ShapeError
-from nnjax.models.unet import UNet, UpConv2x2
+from nnjax.models.unet import UNet, UpConv2x2, flat_lecun_normal
 
 
 def square(size: int, top: int, left: int, side: int) -> np.ndarray:
@@ -26,27 +26,39 @@ def square(size: int, top: int, left: int, side: int) -> np.ndarray:
 
 # --- metrics ---------------------------------------------------------------------------------------
 
+TOLERANCES = (0, 1, 2, 3)
+
+
+@jax.jit
+def all_scores(pred_BxHxW, true_BxHxW):
+    """Every segmentation metric, plus boundary F1 at each of TOLERANCES as 'bf' [B, 4]: one compile per shape."""
+    bf = jnp.stack([metrics.boundary_f1(pred_BxHxW, true_BxHxW, t) for t in TOLERANCES], axis=1)
+    return {**metrics.segmentation_scores(pred_BxHxW, true_BxHxW), "bf": bf}
+
 
 def test_metrics_perfect_empty_and_both_empty():
-    true = np.stack([square(16, 4, 4, 6), square(16, 4, 4, 6), np.zeros((16, 16), bool), np.zeros((16, 16), bool)])
-    pred = np.stack([true[0], np.zeros((16, 16), bool), np.zeros((16, 16), bool), square(16, 1, 1, 3)])
-    scores = metrics.segmentation_scores(pred, true)
+    empty, full, box = np.zeros((24, 24), bool), np.ones((24, 24), bool), square(24, 4, 4, 6)
+    true = np.stack([box, box, empty, empty, full, empty])
+    pred = np.stack([box, empty, empty, square(24, 1, 1, 3), full, full])
+    want = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    scores = all_scores(pred, true)
     for name, values in scores.items():
-        np.testing.assert_allclose(values, [1.0, 0.0, 1.0, 0.0], err_msg=name)
+        np.testing.assert_allclose(values.reshape(6, -1), np.broadcast_to(np.array(want)[:, None], values.reshape(6, -1).shape), err_msg=name)
 
 
-@pytest.mark.parametrize("k", [1, 3])
-def test_metrics_shifted_square_closed_form(k):
-    s = 8
-    true = square(20, 6, 4, s)[None]
-    pred = square(20, 6, 4 + k, s)[None]
-    np.testing.assert_allclose(metrics.dice(pred, true), [(s - k) / s], rtol=1e-6)
-    np.testing.assert_allclose(metrics.iou(pred, true), [(s - k) / (s + k)], rtol=1e-6)
-    np.testing.assert_allclose(metrics.pixel_precision(pred, true), [(s - k) / s], rtol=1e-6)
-    np.testing.assert_allclose(metrics.pixel_recall(pred, true), [(s - k) / s], rtol=1e-6)
-    for tolerance in (k, k + 1):
-        np.testing.assert_allclose(metrics.boundary_f1(pred, true, tolerance), [1.0])
-    assert metrics.boundary_f1(pred, true, k - 1)[0] < 0.9
+def test_metrics_shifted_square_closed_form():
+    s, k = 8, np.arange(6)  # example i: the square shifted right by k_i pixels
+    true = np.stack([square(24, 6, 4, s)] * 6)
+    pred = np.stack([square(24, 6, 4 + int(ki), s) for ki in k])
+    scores = all_scores(pred, true)
+    np.testing.assert_allclose(scores["dice"], (s - k) / s, rtol=1e-6)
+    np.testing.assert_allclose(scores["iou"], (s - k) / (s + k), rtol=1e-6)
+    np.testing.assert_allclose(scores["precision"], (s - k) / s, rtol=1e-6)
+    np.testing.assert_allclose(scores["recall"], (s - k) / s, rtol=1e-6)
+    tolerance = np.array(TOLERANCES)[None, :]
+    bf = np.asarray(scores["bf"])
+    np.testing.assert_allclose(bf[tolerance >= k[:, None]], 1.0)  # every contour pixel within the shift
+    assert (bf[tolerance < k[:, None]] < 0.9).all()
 
 
 def _boundary_f1_oracle(pred: np.ndarray, true: np.ndarray, tolerance: int) -> float:
@@ -66,13 +78,12 @@ def _boundary_f1_oracle(pred: np.ndarray, true: np.ndarray, tolerance: int) -> f
 
 def test_boundary_f1_matches_scipy_oracle():
     rng = np.random.default_rng(0)
-    true = ndimage.binary_opening(rng.random((6, 24, 24)) < 0.55, np.ones((1, 3, 3)))
+    true = ndimage.binary_opening(rng.random((6, 24, 24)) < 0.6, np.ones((1, 3, 3)))
     pred = ndimage.binary_dilation(true, np.ones((1, 2, 2))) ^ (rng.random(true.shape) < 0.03)
-    for tolerance in (0, 1, 2):
-        got = np.asarray(metrics.boundary_f1(pred, true, tolerance))
-        want = [_boundary_f1_oracle(p, t, tolerance) for p, t in zip(pred, true)]
-        np.testing.assert_allclose(got, want, rtol=1e-5)
-    assert ((got > 0) & (got < 1)).any()
+    bf = np.asarray(all_scores(pred, true)["bf"])
+    want = [[_boundary_f1_oracle(p, t, tolerance) for tolerance in TOLERANCES] for p, t in zip(pred, true)]
+    np.testing.assert_allclose(bf, want, rtol=1e-5)
+    assert ((bf > 0) & (bf < 1)).mean() > 0.5
 
 
 def test_metrics_validate_shapes_and_tolerance():
@@ -104,9 +115,8 @@ def test_segmentation_objective_terms():
     y = np.stack([square(8, 2, 1, 4), np.zeros((8, 8), bool)]).astype(np.float32)
     logits = rng.normal(size=(2, 8, 8, 1)).astype(np.float32)
     boundary = rng.normal(size=(2, 8, 8, 1)).astype(np.float32)
-    out = losses.segmentation_objective(dice_weight=0.5, boundary_weight=3.0, boundary_head_weight=0.25)(
-        {"mask": logits, "boundary": boundary}, {"y": y}
-    )
+    objective = jax.jit(losses.segmentation_objective(dice_weight=0.5, boundary_weight=3.0, boundary_head_weight=0.25))
+    out = objective({"mask": logits, "boundary": boundary}, {"y": y})
     for value in out.values():
         chex.assert_shape(value, (2,))
     bce = np.asarray(optax.sigmoid_binary_cross_entropy(logits[..., 0], y))
@@ -213,19 +223,18 @@ def test_dihedral_augment_moves_image_and_mask_together():
 
 
 def test_upconv_equals_lax_conv_transpose():
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 4, 5))
-    module = UpConv2x2(6)
-    variables = module.init(jax.random.PRNGKey(1), x)
-    kernel, bias = variables["params"]["kernel"], variables["params"]["bias"]
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    kernel, bias = rng.normal(size=(2, 2, 5, 6)).astype(np.float32), rng.normal(size=6).astype(np.float32)
+    got = UpConv2x2(6).apply({"params": {"kernel": kernel, "bias": bias}}, x)
     want = jax.lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    chex.assert_trees_all_close(module.apply(variables, x), want + bias, atol=1e-5)
+    chex.assert_trees_all_close(got, want + bias, atol=1e-5)
 
 
 def test_unet_shapes_widths_and_validation():
     model = UNet(base=64)
     x = jnp.zeros((2, 16, 24, 3))
-    variables = jax.eval_shape(lambda k: model.init(k, x), jax.random.PRNGKey(0))
-    outputs = jax.eval_shape(lambda v: model.apply(v, x), variables)
+    outputs, variables = jax.eval_shape(lambda k: model.init_with_output(k, x), jax.random.PRNGKey(0))
     for name in ("mask", "boundary", "coarse"):
         assert outputs[name].shape == (2, 16, 24, 1)
     params = variables["params"]
@@ -236,9 +245,17 @@ def test_unet_shapes_widths_and_validation():
         jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 20, 16, 1))), jax.random.PRNGKey(0))
 
 
+def test_flat_lecun_normal_has_lecun_variance():
+    kernel = np.asarray(flat_lecun_normal(jax.random.PRNGKey(0), (3, 3, 32, 64)))
+    assert kernel.shape == (3, 3, 32, 64)
+    np.testing.assert_allclose(kernel.std(), np.sqrt(1 / (3 * 3 * 32)), rtol=0.03)  # Var = 1 / fan_in
+    assert np.abs(kernel).max() <= 2 * np.sqrt(1 / (3 * 3 * 32)) / 0.8796 + 1e-6  # truncated at 2 sd
+
+
 # --- experiment ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_unet_experiment_smoke(tmp_path):
     from experiments import unet_segmentation
 
@@ -252,6 +269,6 @@ def test_unet_experiment_smoke(tmp_path):
         assert 0.0 <= summary[f"test_{name}"] <= 1.0, name
     assert summary["steps"] == 6 and summary["data"] == "shapes"
     assert os.path.exists(tmp_path / "overlay.png") and os.path.exists(tmp_path / "learning_curves.png")
-    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     chunks = [row["train_loss"] for row in rows if row["kind"] == "train"]
     assert len(chunks) == 2 and chunks[1] < chunks[0]

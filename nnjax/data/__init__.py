@@ -10,7 +10,12 @@ from nnjax.data.pipeline import (
 )
 from nnjax.data.prefetch import prefetch
 from nnjax.data.registry import DIGITS_AUTO, Dataset, available, load_dataset, register
-from nnjax.data.segmentation import dihedral_augment, load_nuclei, load_shapes, synthetic_shapes
+from nnjax.data.segmentation import (
+    dihedral_augment,
+    load_nuclei,
+    load_shapes,
+    synthetic_shapes,
+)
 
 __all__ = [
     "DIGITS_AUTO",

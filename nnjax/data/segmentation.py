@@ -105,7 +105,7 @@ def synthetic_shapes(
     return images, masks
 
 
-def load_shapes(num_train: int = 512, num_test: int = 128, size: int = 64, noise: float = 0.1, seed: int = 0) -> Dataset:
+def load_shapes(num_train: int = 256, num_test: int = 128, size: int = 64, noise: float = 0.1, seed: int = 0) -> Dataset:
     """Synthetic shapes as a ``Dataset``; train and test images are drawn from different seeds."""
     x_train, y_train = synthetic_shapes(num_train, size, noise=noise, seed=2 * seed)
     x_test, y_test = synthetic_shapes(num_test, size, noise=noise, seed=2 * seed + 1)
@@ -133,7 +133,7 @@ def stardist_nuclei_files() -> tuple[str, str]:
     spec = importlib.util.find_spec("stardist")
     if spec is None or not spec.submodule_search_locations:
         raise DataUnavailableError(f"the nuclei image ships with the stardist package: {INSTALL_HINT}")
-    package_dir = list(spec.submodule_search_locations)[0]
+    package_dir = next(iter(spec.submodule_search_locations))
     paths = tuple(os.path.join(package_dir, name) for name in NUCLEI_FILES)
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
@@ -187,7 +187,7 @@ def nuclei_tiles(size: int = 64, train_stride: int | None = None, test_fraction:
     image, mask = read_nuclei()
     h, w = image.shape
     stride = train_stride or size // 2
-    test_cols = int(round(w * test_fraction)) // size * size
+    test_cols = round(w * test_fraction) // size * size
     if size < 8 or stride < 1 or test_cols < size or w - test_cols < size or h < size:
         raise ValueError(
             f"cannot tile a {h}x{w} image into {size}x{size} tiles with stride {stride} and test fraction "

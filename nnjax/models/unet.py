@@ -64,8 +64,8 @@ class UpConv2x2(nn.Module):
 
     The kernel windows do not overlap at stride 2, so output pixel (2i + a, 2j + b) is exactly
     ``x[i, j] @ kernel[a, b] + bias``: one matmul and a reshape, equal to
-    ``lax.conv_transpose(x, kernel, (2, 2), 'VALID', transpose_kernel=True)`` with the kernel
-    flipped spatially (``kernel[::-1, ::-1]``) -- cheaper on CPU than either.
+    ``lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), 'VALID') + bias`` (a spatially flipped kernel
+    in lax's convention) and cheaper on CPU.
     """
 
     features: int
