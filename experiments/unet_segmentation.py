@@ -11,7 +11,8 @@ test tiles from the right 1/4, which is never trained on. ``--data auto`` (defau
 available and falls back, with a logged message, to synthetic shapes.
 
 Default width ``--base 16`` (16/32/64/128 channels): the seed's ``--base 64`` costs ~16x the FLOPs and
-~10x the time per step on a 2-core CPU, too slow for a run of minutes. ``--validation-fraction``
+~10x the time per step on a 2-core CPU, too slow for a run of minutes. ``--conv-impl`` picks the 3x3
+convolutions' implementation ('auto': im2col on CPU, XLA's native convolution on GPU/TPU). ``--validation-fraction``
 defaults to 0 because the overlapping nuclei training tiles would leak into a random validation
 split; the held-out region is the measure. The final JSON line holds the per-tile means of the test
 metrics (``test_dice``, ...) and pooled ``test_pooled_dice``/``test_pooled_iou`` over all test pixels;
@@ -43,6 +44,7 @@ from nnjax.data import (
     padded_batches,
 )
 from nnjax.errors import ConfigError, DataUnavailableError
+from nnjax.models.layers import CONV_IMPLS
 from nnjax.models.unet import DOWNSAMPLE, UNet
 from nnjax.train import fit
 from nnjax.train.state import TrainState, model_variables
@@ -63,6 +65,7 @@ class Config(TrainConfig):
     validation_fraction: float = 0.0
     log_every_steps: int = 10
     base: int = 16
+    conv_impl: str = dataclasses.field(default="auto", metadata={"choices": CONV_IMPLS})
     tile: int = 64
     test_fraction: float = 0.25
     dice_weight: float = 1.0
@@ -110,7 +113,7 @@ def predict_masks(model: UNet, state: TrainState, x_NxHxWx1: np.ndarray, batch_s
 
 def main(config: Config) -> dict:
     data = load_data(config)
-    model = UNet(base=config.base)
+    model = UNet(base=config.base, conv_impl=config.conv_impl)
     objective = losses.segmentation_objective(
         config.dice_weight, config.boundary_weight, config.boundary_head_weight, config.tolerance
     )

@@ -257,10 +257,11 @@ def test_flat_lecun_normal_has_lecun_variance():
 
 @pytest.mark.slow
 def test_unet_experiment_smoke(tmp_path):
+    """A few real training steps end to end (XLA's native convolutions: ~40% faster to compile than im2col)."""
     from experiments import unet_segmentation
 
     config = unet_segmentation.Config(
-        data="shapes", tile=16, base=4, shapes_train=48, shapes_test=8, steps=6, batch_size=8,
+        data="shapes", tile=16, base=4, conv_impl="xla", shapes_train=48, shapes_test=8, steps=6, batch_size=8,
         eval_batch_size=8, log_every_steps=3, learning_rate=3e-3, overlay_examples=2, workdir=str(tmp_path),
     )
     config.validate()
