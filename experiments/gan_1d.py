@@ -33,7 +33,7 @@ from nnjax.models.gan import MLPCritic, MLPGenerator
 
 @dataclasses.dataclass(frozen=True)
 class Config(gan.AdversarialConfig):
-    """MLP generator (noise dim 1, as the seed) vs MLP critic on N(4, 1.5): WGAN-LP, 5 critic steps,
+    """MLP generator (noise dim 1, as the seed) vs MLP critic (64, 64) on N(4, 1.5): WGAN-LP, 5 critic steps,
     Adam betas (0, 0.9), lr 3e-4 (critic 1e-3) decayed linearly to 0."""
 
     steps: int = 3000
@@ -43,7 +43,7 @@ class Config(gan.AdversarialConfig):
     critic_learning_rate: float = 1e-3
     gp_one_sided: bool = True
     linear_decay: bool = True
-    hidden: str = "32,32"
+    hidden: str = "64,64"
     target_mean: float = 4.0
     target_std: float = 1.5
     eval_samples: int = 10_000
@@ -75,7 +75,8 @@ def main(config: Config) -> dict:
     target = f"N({config.target_mean:g}, {config.target_std:g})"
     plots.histograms(
         {"real": real_N, "generated": fake_N}, os.path.join(workdir, "histogram.png"),
-        title=f"1-D GAN ({config.loss}) after {result.summary['steps']} steps",
+        title=f"1-D GAN ({config.loss}, penalty {config.gp_weight:g}{' one-sided' if config.gp_one_sided else ''}) "
+        f"after {result.summary['steps']} steps",
         densities={f"{target} density": (x_X, stats.norm.pdf(x_X, config.target_mean, config.target_std))},
     )
     critic_X = np.asarray(gan.score(result.state.critic, x_X[:, None].astype(np.float32)))

@@ -20,9 +20,14 @@ from nnjax.models.gan import Discriminator, DownConv, Generator, MLPCritic, MLPG
 from nnjax.models.spectral import SpectralNorm, spectral_normalize
 
 
+def _normal(seed: int, shape: tuple[int, ...]) -> jnp.ndarray:
+    """Test inputs from numpy (jax.random would compile a PRNG kernel per shape)."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape, dtype=np.float32))
+
+
 def test_spectral_normalize_reaches_unit_top_singular_value():
-    kernel = jax.random.normal(jax.random.PRNGKey(0), (3, 3, 4, 6))
-    u = jax.random.normal(jax.random.PRNGKey(1), (6,))
+    kernel = _normal(0, (3, 3, 4, 6))
+    u = _normal(1, (6,))
     normed, u_new, sigma = spectral_normalize(kernel, u, 50)
     s_true = np.linalg.svd(np.asarray(kernel).reshape(-1, 6), compute_uv=False)
     assert abs(float(sigma) - s_true[0]) < 1e-3 * s_true[0]
@@ -34,7 +39,7 @@ def test_spectral_normalize_reaches_unit_top_singular_value():
 
 
 def test_spectral_norm_matches_flax_and_updates_u_only_in_training():
-    x = jax.random.normal(jax.random.PRNGKey(2), (5, 7))
+    x = _normal(2, (5, 7))
     ours, theirs = SpectralNorm(nn.Dense(4), n_steps=3), nn.SpectralNorm(nn.Dense(4), n_steps=3)
     v_ours = ours.init(jax.random.PRNGKey(3), x, update_stats=False)
     v_theirs = theirs.init(jax.random.PRNGKey(3), x, update_stats=False)
@@ -56,10 +61,10 @@ def test_spectral_norm_matches_flax_and_updates_u_only_in_training():
 
 @pytest.mark.parametrize("scale", [1.0, 0.3, 2.5])
 def test_gradient_penalty_of_a_linear_critic_is_closed_form(scale):
-    w = jax.random.normal(jax.random.PRNGKey(4), (2, 3))
+    w = _normal(4, (2, 3))
     w = scale * w / jnp.linalg.norm(w)
     critic = lambda x_Bx2x3: jnp.sum(x_Bx2x3 * w, axis=(1, 2))  # noqa: E731  grad = w everywhere
-    real, fake = (jax.random.normal(jax.random.PRNGKey(k), (6, 2, 3)) for k in (5, 6))
+    real, fake = (_normal(k, (6, 2, 3)) for k in (5, 6))
     key = jax.random.PRNGKey(7)
     assert abs(float(gan.gradient_penalty(critic, real, fake, key)) - (scale - 1.0) ** 2) < 1e-5
     one_sided = float(gan.gradient_penalty(critic, real, fake, key, one_sided=True))
@@ -69,9 +74,9 @@ def test_gradient_penalty_of_a_linear_critic_is_closed_form(scale):
 
 
 def test_per_sample_input_grads_match_the_jacobian_diagonal():
-    w1, w2 = jax.random.normal(jax.random.PRNGKey(8), (3, 5)), jax.random.normal(jax.random.PRNGKey(9), (5,))
+    w1, w2 = _normal(8, (3, 5)), _normal(9, (5,))
     critic = lambda x_Bx3: jnp.tanh(x_Bx3 @ w1) @ w2 + 0.1 * jnp.sum(x_Bx3**3, axis=1)  # noqa: E731
-    x = jax.random.normal(jax.random.PRNGKey(10), (4, 3))
+    x = _normal(10, (4, 3))
     jac_BxBx3 = jax.jacobian(critic)(x)
     expected = jac_BxBx3[jnp.arange(4), jnp.arange(4)]
     np.testing.assert_allclose(gan.per_sample_input_grads(critic, x), expected, rtol=1e-5, atol=1e-6)
@@ -81,8 +86,8 @@ def test_per_sample_input_grads_match_the_jacobian_diagonal():
 
 
 def test_up_and_down_conv_equal_flax_and_xla():
-    x = jax.random.normal(jax.random.PRNGKey(11), (2, 6, 8, 3))
-    kernel = jax.random.normal(jax.random.PRNGKey(12), (4, 4, 3, 5))
+    x = _normal(11, (2, 6, 8, 3))
+    kernel = _normal(12, (4, 4, 3, 5))
     flax_up = nn.ConvTranspose(5, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)), use_bias=False)
     expected_up = flax_up.apply({"params": {"kernel": kernel}}, x)
     expected_down = jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -103,7 +108,7 @@ def test_dcgan_networks_shapes_without_compiling():
 
 
 def test_spectral_norm_wraps_a_strided_conv_kernel():
-    x = jax.random.normal(jax.random.PRNGKey(13), (1, 4, 4, 2))
+    x = _normal(13, (1, 4, 4, 2))
     layer = SpectralNorm(DownConv(3), n_steps=2)
     variables = layer.init(jax.random.PRNGKey(14), x, update_stats=False)
     kernel, u = variables["params"]["layer"]["kernel"], variables["batch_stats"]["u"]
