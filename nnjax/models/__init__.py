@@ -5,46 +5,67 @@ from nnjax.models.cnn import MnistCNN, SimpleCNN
 from nnjax.models.dynamic import DynamicClassifier, DynamicNetwork
 from nnjax.models.flows import FlowVAE, NormalizingFlow, PlanarFlow, importance_weighted_bound, planar_flow
 from nnjax.models.forecast import StockForecaster, TimeSeriesForecaster, TimeSeriesTransformer
+from nnjax.models.fpn import FPN, ResNetFPN, upsample_nearest
+from nnjax.models.gan import Discriminator, Generator, MLPCritic, MLPGenerator
 from nnjax.models.layers import Conv2D, im2col_conv, max_pool_2x2
 from nnjax.models.mlp import MLP, BackpropMLP
 from nnjax.models.recurrent import LSTM, Bidirectional, LSTMForecaster, SimpleRNN
 from nnjax.models.resmlp import DropoutMLP, ResMLP, ScratchBatchNorm, ScratchDropout
+from nnjax.models.resnet import BasicBlock, Bottleneck, ResNet, resnet, resnet18, resnet50
+from nnjax.models.spectral import SpectralNorm, spectral_normalize
 from nnjax.models.text import BagOfWords, SentimentLSTM
 from nnjax.models.transformer import EncoderBlock, TransformerClassifier, TransformerEncoder, TransformerLM
+from nnjax.models.unet import UNet
 
 __all__ = [
     "BackpropMLP",
     "BagOfWords",
+    "BasicBlock",
     "Bidirectional",
+    "Bottleneck",
     "Conv2D",
+    "Discriminator",
     "DropoutMLP",
     "DynamicClassifier",
     "DynamicNetwork",
     "EncoderBlock",
+    "FPN",
     "FlowVAE",
+    "Generator",
     "LSTM",
     "LSTMForecaster",
     "MLP",
+    "MLPCritic",
+    "MLPGenerator",
     "MnistCNN",
     "MultiHeadAttention",
     "NormalizingFlow",
     "PlanarFlow",
     "ResMLP",
+    "ResNet",
+    "ResNetFPN",
     "ScratchBatchNorm",
     "ScratchDropout",
     "SentimentLSTM",
     "SimpleCNN",
     "SimpleRNN",
+    "SpectralNorm",
     "StockForecaster",
     "TimeSeriesForecaster",
     "TimeSeriesTransformer",
     "TransformerClassifier",
     "TransformerEncoder",
     "TransformerLM",
+    "UNet",
     "im2col_conv",
     "importance_weighted_bound",
     "max_pool_2x2",
     "multi_head_attention",
     "planar_flow",
+    "resnet",
+    "resnet18",
+    "resnet50",
     "scaled_dot_product_attention",
+    "spectral_normalize",
+    "upsample_nearest",
 ]
