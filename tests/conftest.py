@@ -7,6 +7,10 @@ import sys
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]
 ).strip()
+# Non-partitionable threefry (jax's default before 0.5): every random draw still comes from the same
+# threefry generator, but XLA:CPU compiles the draws of a model init ~2x faster, and compilation is
+# most of the suite's time. Set in the environment so CLI subprocesses and notebooks use it too.
+os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "false")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -48,6 +52,22 @@ def blob_dataset(n_train: int = 256, n_test: int = 64, size: int = 8, num_classe
         return {"x": x, "y": y}
 
     return Dataset("blobs", "synthetic class templates + noise", split(n_train), split(n_test), num_classes)
+
+
+def _torchvision():
+    """(torch, torchvision), or None when either is missing or broken (a CUDA torchvision on a CPU torch
+    raises RuntimeError on import, so any exception counts)."""
+    try:
+        import torch
+        import torchvision
+
+        return torch, torchvision
+    except Exception:  # noqa: BLE001 - any import failure means: no usable torchvision here
+        return None
+
+
+TV = _torchvision()
+needs_torchvision = pytest.mark.skipif(TV is None, reason="torch/torchvision missing or broken in this env")
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

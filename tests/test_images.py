@@ -19,22 +19,9 @@ from nnjax.data.images import (
     resized_shape,
     top_k,
 )
+from tests.conftest import TV, needs_torchvision
 
 
-def _torchvision():
-    """(torch, torchvision), or None when either is missing or broken (CUDA torchvision on CPU torch
-    raises RuntimeError on import)."""
-    try:
-        import torch
-        import torchvision
-
-        return torch, torchvision
-    except Exception:  # noqa: BLE001 - any import failure means: no usable torchvision here
-        return None
-
-
-TV = _torchvision()
-needs_torchvision = pytest.mark.skipif(TV is None, reason="torch/torchvision missing or broken in this env")
 PIL_TOLERANCE = 1.0  # uint8 levels: PIL rounds to uint8 after each of its two resampling passes
 
 

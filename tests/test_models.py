@@ -46,20 +46,21 @@ def _value_and_grad(pool, x, weights):
     return jax.value_and_grad(lambda x: jnp.sum(pool(x) * weights))(x)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(h=st.integers(2, 11), w=st.integers(2, 11), c=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_max_pool_2x2_equals_flax(h, w, c, seed):
-    x = jax.random.normal(jax.random.PRNGKey(seed), (2, h, w, c))
+    rng = np.random.default_rng(seed)  # numpy draws: a jax.random draw would compile once per shape
+    x = rng.standard_normal((2, h, w, c)).astype(np.float32)
     flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")  # noqa: E731
     chex.assert_trees_all_close(max_pool_2x2(x), flax_pool(x))
     # Continuous inputs have no ties, so the gradients equal flax's select-and-scatter too.
-    weights = jax.random.normal(jax.random.PRNGKey(seed + 1), (2, h // 2, w // 2, c))
+    weights = rng.standard_normal((2, h // 2, w // 2, c)).astype(np.float32)
     ours = jax.jit(_value_and_grad, static_argnums=0)(max_pool_2x2, x, weights)
     theirs = jax.jit(_value_and_grad, static_argnums=0)(flax_pool, x, weights)
     chex.assert_trees_all_close(ours, theirs, atol=1e-5)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     size=st.integers(5, 12),
     kernel=st.integers(1, 4),
@@ -70,12 +71,13 @@ def test_max_pool_2x2_equals_flax(h, w, c, seed):
     seed=st.integers(0, 2**16),
 )
 def test_conv2d_equals_flax_conv(size, kernel, stride, channels, padding, impl, seed):
-    x = jax.random.normal(jax.random.PRNGKey(seed), (2, size, size + 1, channels))
+    rng = np.random.default_rng(seed)  # numpy draws: jax.random inits would compile once per shape
+    x = rng.standard_normal((2, size, size + 1, channels)).astype(np.float32)
     ours = Conv2D(5, (kernel, kernel), strides=(stride, stride), padding=padding, impl=impl)
     theirs = nn.Conv(5, (kernel, kernel), strides=(stride, stride), padding=padding)
-    params = ours.init(jax.random.PRNGKey(seed + 1), x)
-    params = jax.tree.map(lambda p: p + 0.1, params)  # non-zero bias
-    chex.assert_trees_all_equal_shapes(params, theirs.init(jax.random.PRNGKey(0), x))
+    shapes = jax.eval_shape(ours.init, jax.random.PRNGKey(0), x)
+    chex.assert_trees_all_equal_shapes(shapes, jax.eval_shape(theirs.init, jax.random.PRNGKey(0), x))
+    params = jax.tree.map(lambda s: 0.3 * rng.standard_normal(s.shape).astype(np.float32), shapes)  # non-zero bias too
     value_and_grad = jax.jit(
         lambda module, p: jax.value_and_grad(lambda p: jnp.sum(jnp.sin(module.apply(p, x))))(p), static_argnums=0
     )

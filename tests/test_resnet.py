@@ -12,22 +12,7 @@ import pytest
 from nnjax.models.fpn import FPN, ResNetFPN, nearest_indices, upsample_nearest
 from nnjax.models.resnet import ResNet, max_pool_3x3, resnet50
 from nnjax.models.torch_import import load_torch_state_dict, overlay, resnet_params_from_torch
-
-
-def _torchvision():
-    """(torch, torchvision), or None when either is missing or broken (a CUDA torchvision on a CPU torch
-    raises RuntimeError on import)."""
-    try:
-        import torch
-        import torchvision
-
-        return torch, torchvision
-    except Exception:  # noqa: BLE001 - any import failure means: no usable torchvision here
-        return None
-
-
-TV = _torchvision()
-needs_torchvision = pytest.mark.skipif(TV is None, reason="torch/torchvision missing or broken in this env")
+from tests.conftest import TV, needs_torchvision
 
 
 def torchvision_resnet_shapes(stage_sizes, bottleneck, num_classes=1000):
