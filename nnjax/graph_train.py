@@ -93,14 +93,15 @@ def predict(state: TrainState, graph: Graph) -> jax.Array:
     return state.apply_fn({"params": state.params}, graph, train=False)
 
 
-def evaluate(state: TrainState, graph: Graph, labels_N: jax.Array, masks: dict[str, jax.Array]) -> Metrics:
-    """``{<split>_loss, <split>_accuracy}`` in evaluation mode for each named node mask."""
+def evaluate(state: TrainState, graph: Graph, labels_N: jax.Array, masks: dict[str, jax.Array]) -> tuple[Metrics, jax.Array]:
+    """(``{<split>_loss, <split>_accuracy}`` for each named node mask, log-probabilities [N, classes]),
+    in evaluation mode."""
     log_probs_NxC = predict(state, graph)
     metrics = {}
     for split, mask_N in masks.items():
         metrics[f"{split}_loss"] = masked_cross_entropy(log_probs_NxC, labels_N, mask_N)
         metrics[f"{split}_accuracy"] = masked_accuracy(log_probs_NxC, labels_N, mask_N)
-    return metrics
+    return metrics, log_probs_NxC
 
 
 def to_graph(data: NodeClassification, self_loops: bool = True) -> Graph:
@@ -164,7 +165,7 @@ def train_node_classifier(
                 chunk_metrics.append(metrics)
             host = jax.device_get(chunk_metrics)
             means = {f"train_{k}": float(np.mean([m[k] for m in host])) for k in host[0]}
-            evaluation = jax.device_get(eval_fn(state, graph, labels_N, masks))
+            evaluation, _ = jax.device_get(eval_fn(state, graph, labels_N, masks))
             test = {k: float(v) for k, v in evaluation.items() if k.startswith("test_")}
             epoch += chunk
             _check_finite(means, epoch, checkpoints)
@@ -180,9 +181,9 @@ def train_node_classifier(
     finally:
         checkpoints.close()
         writer.close()
-    final = {k: round(float(v), 4) for k, v in jax.device_get(eval_fn(state, graph, labels_N, masks)).items()}
+    final, log_probs_NxC = jax.device_get(eval_fn(state, graph, labels_N, masks))
     summary = {
-        **final,
+        **{k: round(float(v), 4) for k, v in final.items()},
         "epochs": epoch,
         "labelled_nodes": int(data.train_mask_N.sum()),
         "test_nodes": int(data.test_mask_N.sum()),
@@ -191,7 +192,7 @@ def train_node_classifier(
         "workdir": workdir,
     }
     return NodeClassificationResult(
-        state=jax.device_get(state), log_probs_NxC=np.asarray(predict(state, graph)), history=writer.rows, summary=summary
+        state=jax.device_get(state), log_probs_NxC=np.asarray(log_probs_NxC), history=writer.rows, summary=summary
     )
 
 
