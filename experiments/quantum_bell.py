@@ -39,10 +39,12 @@ class Config(RunConfig):
 
 
 def count_histogram(counts: dict[str, int], probs: dict[str, float], shots: int, path: str, title: str) -> str:
-    """Bar chart of measured counts per bitstring with the expected count ``shots * p`` marked; returns ``path``."""
+    """Bar chart of measured counts per bitstring with the expected count ``shots * p`` marked; returns ``path``.
+
+    Every outcome gets a bar when there are at most 16 (zeros show), else only those seen or possible."""
     from matplotlib.figure import Figure
 
-    labels = sorted(set(counts) | {k for k, p in probs.items() if p > 1e-9})
+    labels = sorted(probs) if len(probs) <= 16 else sorted(set(counts) | {k for k, p in probs.items() if p > 1e-9})
     fig = Figure(figsize=(max(4, 0.8 * len(labels) + 2), 4))
     ax = fig.subplots()
     bars = ax.bar(labels, [counts.get(k, 0) for k in labels], color="tab:blue", label="measured")
@@ -50,8 +52,9 @@ def count_histogram(counts: dict[str, int], probs: dict[str, float], shots: int,
     ax.scatter(labels, [shots * probs.get(k, 0.0) for k in labels], color="tab:red", marker="_", s=600, label="expected")
     ax.set_xlabel("outcome |q0 q1 ...>")
     ax.set_ylabel(f"count of {shots} shots")
+    ax.set_ylim(0, 1.25 * max(max(counts.values()), shots * max(probs.values())))
     ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="upper center", ncol=2)
     return plots.save_figure(fig, path)
 
 

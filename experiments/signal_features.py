@@ -125,8 +125,8 @@ def main(config: Config) -> dict:
     bar = tqdm(total=total_frames, unit="frame", dynamic_ncols=True, mininterval=0.5)
     start = time.perf_counter()
     for block, valid in signal.stream_blocks(chirp_chunks(config, rng), n, hop, config.frames_per_block):
-        features, power_FxK = signal.stream_features(block, sample_rate, n, hop)
-        outputs.append(jax.tree.map(lambda a: np.asarray(a)[:valid], (features, power_FxK)))
+        features, power_FxK = jax.device_get(signal.stream_features(block, sample_rate, n, hop))
+        outputs.append((signal.SpectralFeatures(*(a[:valid] for a in features)), power_FxK[:valid]))
         bar.update(valid)
     elapsed = time.perf_counter() - start
     bar.close()

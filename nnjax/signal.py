@@ -67,8 +67,8 @@ def num_frames(num_samples: int, frame_length: int, hop: int) -> int:
 @functools.partial(jax.jit, static_argnames=("frame_length", "hop"))
 def frame_signal(x_T: jax.Array, frame_length: int, hop: int) -> jax.Array:
     """Overlapping frames ``[F, frame_length]`` of a 1-D stream ``[T]``; frame ``f`` starts at sample ``f * hop``."""
-    count = num_frames(x_T.shape[-1], frame_length, hop)
-    if x_T.ndim != 1 or count == 0:
+    count = num_frames(x_T.shape[0], frame_length, hop) if x_T.ndim == 1 else 0
+    if count == 0:
         raise ValueError(f"x_T must be 1-D with at least frame_length={frame_length} samples, got shape {x_T.shape}")
     index_FxN = hop * jnp.arange(count)[:, None] + jnp.arange(frame_length)[None, :]
     return x_T[index_FxN]
