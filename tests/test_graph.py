@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from nnjax.data.graphs import karate_club, stochastic_block_model
 from nnjax.graph_train import masked_cross_entropy
-from nnjax.models.graph import GAT, EdgeConv, EdgeConvNet, GATLayer, Graph, add_self_loops, segment_softmax
+from nnjax.models.graph import (
+    GAT,
+    EdgeConv,
+    EdgeConvNet,
+    GATLayer,
+    Graph,
+    add_self_loops,
+    segment_softmax,
+)
 
 N = 6
 # A small directed graph without duplicate edges; node 5 has no incoming edge (before self-loops).
@@ -218,7 +226,8 @@ def test_gat_karate_trains_from_two_labels(tmp_path):
     result = main(Config(epochs=40, log_every_epochs=20, workdir=workdir))
     assert result["epochs"] == 40 and result["labelled_nodes"] == 2 and result["test_nodes"] == 32
     assert result["train_accuracy"] == 1.0 and result["test_accuracy"] >= 0.8
-    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
     assert [r["step"] for r in rows if r["kind"] == "test"] == [20, 40]
     assert rows[-2]["train_loss"] < 0.69  # below chance (ln 2) after training
     for name in ("graph.png", "learning_curves.png", "config.json"):
