@@ -112,30 +112,36 @@ def test_clipped_surrogate_matches_numpy_with_clipping_active_and_inactive():
     adv = np.array([1.0, -2.0, 1.0, 1.0, -1.0, -3.0], np.float32)
     # per element min(r A, clip(r) A): clipped at 1.2 for (1.5, +), at 0.8 for (0.5, -); unclipped otherwise
     per_element = np.array([0.5 * 1, 0.9 * -2, 1.1 * 1, 1.2 * 1, 0.8 * -1, 1.5 * -3])
-    np.testing.assert_allclose(ppo.clipped_surrogate(jnp.asarray(ratio), jnp.asarray(adv), 0.2), -per_element.mean(), rtol=1e-6)
-    grad = jax.grad(lambda r: ppo.clipped_surrogate(r, jnp.asarray(adv), 0.2))(jnp.asarray(ratio))
-    np.testing.assert_allclose(grad, np.where([1, 1, 1, 0, 0, 1], -adv / 6, 0.0), rtol=1e-6)
+    loss, grad = jax.jit(jax.value_and_grad(ppo.clipped_surrogate), static_argnums=2)(jnp.asarray(ratio), jnp.asarray(adv), 0.2)
+    np.testing.assert_allclose(loss, -per_element.mean(), rtol=1e-6)
+    np.testing.assert_allclose(grad, np.where([1, 1, 1, 0, 0, 1], -adv / 6, 0.0), rtol=1e-6)  # no gradient where clipped
+
+
+def linear_actor_critic(variables, obs_BxD):
+    """A stand-in network for the loss test: linear logits and value."""
+    params = variables["params"]
+    return obs_BxD @ params["w_DxA"], obs_BxD @ params["w_D"]
 
 
 def test_ppo_loss_matches_numpy_formula():
     config = ppo.PPOConfig(**TINY)
-    network = ppo.make_network(config)
     rng = np.random.default_rng(1)
+    params = {"w_DxA": rng.standard_normal((4, 2)).astype(np.float32), "w_D": rng.standard_normal(4).astype(np.float32)}
     obs = rng.standard_normal((6, 4)).astype(np.float32)
-    params = network.init(jax.random.PRNGKey(0), jnp.asarray(obs))["params"]
-    logits, value_new = map(np.asarray, network.apply({"params": params}, jnp.asarray(obs)))
+    logits, value_new = obs @ params["w_DxA"], obs @ params["w_D"]
     batch = {
-        "obs": obs, "action": np.array([0, 1, 1, 0, 1, 0]),
-        "log_prob": rng.normal(-0.7, 0.3, 6).astype(np.float32), "value": value_new + np.float32([0.5, -0.5, 0.1, 0, 1, -0.05]),
+        "obs": obs, "action": np.array([0, 1, 1, 0, 1, 0]), "log_prob": rng.normal(-0.7, 0.3, 6).astype(np.float32),
+        "value": value_new + np.float32([0.5, -0.5, 0.1, 0, 1, -0.05]),  # some value updates clipped, some not
         "advantage": rng.standard_normal(6).astype(np.float32), "target": rng.standard_normal(6).astype(np.float32),
     }
-    total, parts = jax.jit(ppo.ppo_loss, static_argnums=(1, 3))(params, network.apply, batch, config)
+    total, parts = jax.jit(ppo.ppo_loss, static_argnums=(1, 3))(params, linear_actor_critic, batch, config)
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     ratio = np.exp(log_p[np.arange(6), batch["action"]] - batch["log_prob"])
     a = (batch["advantage"] - batch["advantage"].mean()) / (batch["advantage"].std() + 1e-8)
     policy = -np.mean(np.minimum(ratio * a, np.clip(ratio, 0.8, 1.2) * a))
     v_clip = batch["value"] + np.clip(value_new - batch["value"], -0.2, 0.2)
     value = 0.5 * np.mean(np.maximum((value_new - batch["target"]) ** 2, (v_clip - batch["target"]) ** 2))
+    assert value > 0.5 * np.mean((value_new - batch["target"]) ** 2)  # the value clipping is active
     entropy = -np.mean(np.sum(np.exp(log_p) * log_p, -1))
     np.testing.assert_allclose(parts["policy_loss"], policy, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(parts["value_loss"], value, rtol=1e-5)
@@ -143,20 +149,41 @@ def test_ppo_loss_matches_numpy_formula():
     np.testing.assert_allclose(total, policy + 0.5 * value - 0.01 * entropy, rtol=1e-5, atol=1e-6)
 
 
-def test_tiny_train_vmapped_over_seeds_has_per_update_metrics():
-    config = ppo.PPOConfig(**TINY)
-    calls = []
-    train = jax.jit(jax.vmap(ppo.make_train(config, on_update=lambda i: calls.append(int(i)))))
-    out = jax.block_until_ready(train(jax.random.split(jax.random.PRNGKey(0), 3)))
-    metrics = out["metrics"]
-    for name in ("episode_return", "completed_episodes", "policy_loss", "value_loss", "entropy", "clip_fraction"):
-        chex.assert_shape(metrics[name], (3, 2))
-        assert np.all(np.isfinite(metrics[name])), name
-    np.testing.assert_array_equal(metrics["env_steps"], [[32, 64]] * 3)
-    assert sorted(calls) == [0, 1]  # the progress callback runs once per update, not once per seed
-    chex.assert_shape(out["params"]["Dense_0"]["kernel"], (3, 4, 8))
-    chex.assert_shape(out["params"]["policy"]["kernel"], (3, 8, 2))
-    assert not np.allclose(out["params"]["Dense_0"]["kernel"][0], out["params"]["Dense_0"]["kernel"][1])
+class CountingBar:
+    """A stand-in for tqdm that counts the progress updates."""
+
+    updates = 0
+
+    def __init__(self, **_):
+        pass
+
+    def update(self, n):
+        CountingBar.updates += n
+
+    def close(self):
+        pass
+
+
+def test_tiny_experiment_trains_vmapped_seeds_and_writes_curve_params_and_json(tmp_path, monkeypatch):
+    """One tiny jitted ``train`` (4 envs x 8 steps, 2 updates, width 8) vmapped over 2 seeds, end to end."""
+    monkeypatch.setattr(ppo_cartpole, "tqdm", CountingBar)
+    config = ppo_cartpole.Config(**TINY, seeds=2, workdir=str(tmp_path))
+    result = ppo_cartpole.main(config)
+    assert CountingBar.updates == 2  # the progress callback runs once per update, not once per seed
+    assert len(result["final_return"]) == 2 and len(result["steps_to_target"]) == 2
+    assert result["env_steps"] == 64 and 0 < result["compile_s"] <= result["wall_s"]
+    json.dumps(result)
+    assert os.path.getsize(tmp_path / "learning_curve.png") > 0
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [(row["step"], row["update"]) for row in rows] == [(32, 1), (64, 2)]
+    for row in rows:
+        assert len(row["episode_return_seeds"]) == 2
+        assert all(np.isfinite(row[k]) for k in ("policy_loss", "value_loss", "entropy", "clip_fraction"))
+        assert 0 < row["entropy"] <= np.log(2) + 1e-6
+    like = ppo.make_network(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))["params"]
+    seed0, seed1 = (load_params(str(tmp_path / f"params_seed{k}.msgpack"), like) for k in (0, 1))
+    chex.assert_trees_all_equal_shapes(seed0, like)
+    assert not np.allclose(seed0["Dense_0"]["kernel"], seed1["Dense_0"]["kernel"])  # seeds train separately
 
 
 def test_config_rejects_minibatches_that_do_not_divide_the_batch():
@@ -164,19 +191,6 @@ def test_config_rejects_minibatches_that_do_not_divide_the_batch():
         ppo.PPOConfig(**TINY | {"num_minibatches": 3}).validate()
     with pytest.raises(ConfigError, match="total-timesteps"):
         ppo.PPOConfig(**TINY | {"total_timesteps": 16}).validate()
-
-
-def test_experiment_writes_curve_params_and_final_json(tmp_path):
-    config = ppo_cartpole.Config(**TINY, seeds=2, workdir=str(tmp_path))
-    result = ppo_cartpole.main(config)
-    assert len(result["final_return"]) == 2 and len(result["steps_to_target"]) == 2
-    assert result["env_steps"] == 64 and result["compile_s"] <= result["wall_s"]
-    json.dumps(result)
-    assert os.path.getsize(tmp_path / "learning_curve.png") > 0
-    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    assert [row["step"] for row in rows] == [32, 64] and len(rows[0]["episode_return_seeds"]) == 2
-    like = ppo.make_network(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))["params"]
-    load_params(str(tmp_path / "params_seed1.msgpack"), like)
 
 
 def test_steps_to_target():
