@@ -7,6 +7,7 @@ from nnjax.models.flows import FlowVAE, NormalizingFlow, PlanarFlow, importance_
 from nnjax.models.forecast import StockForecaster, TimeSeriesForecaster, TimeSeriesTransformer
 from nnjax.models.fpn import FPN, ResNetFPN, upsample_nearest
 from nnjax.models.gan import Discriminator, Generator, MLPCritic, MLPGenerator
+from nnjax.models.graph import GAT, EdgeConv, EdgeConvNet, GATLayer, Graph, add_self_loops, segment_softmax
 from nnjax.models.layers import Conv2D, im2col_conv, max_pool_2x2
 from nnjax.models.mlp import MLP, BackpropMLP
 from nnjax.models.recurrent import LSTM, Bidirectional, LSTMForecaster, SimpleRNN
@@ -28,10 +29,15 @@ __all__ = [
     "DropoutMLP",
     "DynamicClassifier",
     "DynamicNetwork",
+    "EdgeConv",
+    "EdgeConvNet",
     "EncoderBlock",
     "FPN",
     "FlowVAE",
+    "GAT",
+    "GATLayer",
     "Generator",
+    "Graph",
     "LSTM",
     "LSTMForecaster",
     "MLP",
@@ -57,6 +63,7 @@ __all__ = [
     "TransformerEncoder",
     "TransformerLM",
     "UNet",
+    "add_self_loops",
     "im2col_conv",
     "importance_weighted_bound",
     "max_pool_2x2",
@@ -66,6 +73,7 @@ __all__ = [
     "resnet18",
     "resnet50",
     "scaled_dot_product_attention",
+    "segment_softmax",
     "spectral_normalize",
     "upsample_nearest",
 ]
