@@ -90,8 +90,9 @@ def main(config: Config) -> dict:
         row["episode_return_seeds"] = [float(r) for r in return_SxU[:, u]]
         writer.write(row)
     writer.close()
+    params = jax.device_get(out["params"])
     for seed in range(config.seeds):
-        save_params(os.path.join(workdir, f"params_seed{seed}.msgpack"), jax.tree.map(lambda x: x[seed], out["params"]))
+        save_params(os.path.join(workdir, f"params_seed{seed}.msgpack"), jax.tree.map(lambda x, k=seed: x[k], params))
     learning_curve(
         env_steps_U, return_SxU, config.target_return, os.path.join(workdir, "learning_curve.png"),
         f"PPO on CartPole-v1 ({config.num_envs} envs x {config.num_steps} steps, lr {config.learning_rate:g})",

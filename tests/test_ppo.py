@@ -17,7 +17,7 @@ from nnjax.errors import ConfigError
 from nnjax.models.weights import load_params
 from nnjax.rl import cartpole, ppo
 
-TINY = dict(num_envs=4, num_steps=8, total_timesteps=64, update_epochs=2, num_minibatches=2, hidden="8")
+TINY = {"num_envs": 4, "num_steps": 8, "total_timesteps": 64, "update_epochs": 2, "num_minibatches": 2, "hidden": "8"}
 
 
 def gym_euler_step(s, action):
@@ -62,6 +62,25 @@ def test_step_matches_gym_euler_terminates_truncates_and_resets():
     np.testing.assert_array_equal(new_state.time, np.where(running, time_N + 1, 0))
     reset_obs = np.asarray(obs[~running])  # fresh episodes: uniform(-0.05, 0.05) starts
     assert np.all(np.abs(reset_obs) < 0.05) and not np.allclose(reset_obs, 0.0)
+
+
+def test_dynamics_match_gymnasium_step_by_step():
+    """Only where gymnasium is installed (it is not a dependency): 30 steps from the same start state."""
+    gymnasium = pytest.importorskip("gymnasium")
+    env = gymnasium.make("CartPole-v1").unwrapped
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).integers(0, 2, 30)
+    start = np.array([0.01, -0.02, 0.03, 0.04])
+    env.state = start.copy()
+    expected = np.stack([env.step(int(a))[0] for a in actions])
+
+    def body(state, action):
+        state = cartpole.dynamics(state, action)
+        return state, cartpole.observation(state)
+
+    state = cartpole.CartPoleState(*map(jnp.float32, start), jnp.int32(0))
+    _, obs_T = jax.lax.scan(body, state, jnp.asarray(actions))
+    np.testing.assert_allclose(obs_T, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_logged_episode_return_counts_steps_until_the_pole_falls():
@@ -167,6 +186,7 @@ class CountingBar:
 def test_tiny_experiment_trains_vmapped_seeds_and_writes_curve_params_and_json(tmp_path, monkeypatch):
     """One tiny jitted ``train`` (4 envs x 8 steps, 2 updates, width 8) vmapped over 2 seeds, end to end."""
     monkeypatch.setattr(ppo_cartpole, "tqdm", CountingBar)
+    monkeypatch.setattr(CountingBar, "updates", 0)
     config = ppo_cartpole.Config(**TINY, seeds=2, workdir=str(tmp_path))
     result = ppo_cartpole.main(config)
     assert CountingBar.updates == 2  # the progress callback runs once per update, not once per seed
@@ -174,7 +194,8 @@ def test_tiny_experiment_trains_vmapped_seeds_and_writes_curve_params_and_json(t
     assert result["env_steps"] == 64 and 0 < result["compile_s"] <= result["wall_s"]
     json.dumps(result)
     assert os.path.getsize(tmp_path / "learning_curve.png") > 0
-    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    with open(tmp_path / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
     assert [(row["step"], row["update"]) for row in rows] == [(32, 1), (64, 2)]
     for row in rows:
         assert len(row["episode_return_seeds"]) == 2
