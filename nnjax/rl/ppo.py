@@ -1,6 +1,6 @@
 """Proximal Policy Optimization (Schulman et al. 2017) on the pure-JAX CartPole, PureJaxRL style.
 
-The seed's ``PPOAgent`` (shared 256-256 trunk, softmax policy head, value head, clipped objective
+The seed's ``PPOAgent`` (shared 256-256 ReLU trunk, softmax policy head, value head, clipped objective
 0.2, value loss 0.5, entropy bonus 0.01) becomes ``ActorCritic``; the whole training run is one
 jitted function ``train(key)`` made by ``make_train(config)``:
 
@@ -55,7 +55,7 @@ class PPOConfig(RunConfig):
     update_epochs: int = 4
     num_minibatches: int = 4
     hidden: str = "256,256"  # widths of the shared trunk
-    activation: str = dataclasses.field(default="tanh", metadata={"choices": ACTIVATIONS})
+    activation: str = dataclasses.field(default="relu", metadata={"choices": ACTIVATIONS})  # the seed's ReLU
 
     @property
     def batch_size(self) -> int:
@@ -101,7 +101,7 @@ class ActorCritic(nn.Module):
 
     num_actions: int
     hidden: tuple[int, ...] = (256, 256)
-    activation: str = "tanh"
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, obs_BxD: jax.Array) -> tuple[jax.Array, jax.Array]:
