@@ -20,15 +20,14 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
-from tqdm.auto import tqdm
 
 from nnjax import plots
 from nnjax.config import RunConfig, check_positive, prepare_workdir
-from nnjax.errors import ConfigError, TrainingDivergedError
+from nnjax.errors import ConfigError
 from nnjax.train.checkpoint import Checkpointer
+from nnjax.train.loop import run_steps
 from nnjax.train.state import TrainState, create_train_state, model_variables
 from nnjax.train.writer import MetricWriter
 
@@ -273,28 +272,11 @@ def train_adversarial(
     tick = time.perf_counter()
     step_fn = jax.jit(make_adversarial_step(config, sample_real), donate_argnums=0).lower(state, data).compile()
     compile_s = time.perf_counter() - tick
-    step = int(state.step)
-    bar = tqdm(total=config.steps, initial=step, unit="step", dynamic_ncols=True, mininterval=0.5)
-    tick = time.perf_counter()
     try:
-        state = jax.device_put(state)
-        while step < config.steps:
-            chunk = min(config.log_every_steps - step % config.log_every_steps, config.steps - step)
-            chunk_metrics = []
-            for _ in range(chunk):
-                state, metrics = step_fn(state, data)
-                chunk_metrics.append(metrics)
-            host = jax.device_get(chunk_metrics)
-            means = {f"train_{k}": float(np.mean([m[k] for m in host])) for k in host[0]}
-            _check_finite(means, step, checkpoints)
-            step += chunk
-            writer.write({"kind": "train", "step": step, "steps": chunk, **means})
-            bar.update(chunk)
-            bar.set_postfix({k.removeprefix("train_"): f"{v:.3f}" for k, v in means.items()})
-            if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0) or step == config.steps:
-                checkpoints.save(jax.device_get(state))
-        bar.close()
-        train_s = time.perf_counter() - tick
+        state, train_s = run_steps(
+            lambda state: step_fn(state, data), jax.device_put(state), int(state.step), config.steps,
+            config.log_every_steps, config.checkpoint_every_steps, checkpoints, writer,
+        )
         plots.learning_curves(writer.rows, os.path.join(workdir, "losses.png"), title=f"{experiment}: adversarial losses")
     finally:
         checkpoints.close()
@@ -302,7 +284,7 @@ def train_adversarial(
     last = writer.rows[-1] if writer.rows else {}
     summary = {
         **{k.removeprefix("train_"): round(v, 4) for k, v in last.items() if k.startswith("train_")},
-        "steps": step,
+        "steps": int(state.step),
         "n_critic": config.n_critic,
         "loss": config.loss,
         "gp_weight": config.gp_weight,
@@ -311,14 +293,3 @@ def train_adversarial(
         "workdir": workdir,
     }
     return AdversarialResult(state=jax.device_get(state), history=writer.rows, summary=summary)
-
-
-def _check_finite(means: dict[str, float], step: int, checkpoints: Checkpointer) -> None:
-    """``TrainingDivergedError`` if a logged mean after step ``step`` is NaN/Inf."""
-    bad = [k for k, v in means.items() if not np.isfinite(v)]
-    if bad:
-        raise TrainingDivergedError(
-            f"{bad[0]} became {means[bad[0]]} in the steps after step {step}; training stopped. "
-            f"Last good checkpoint: step {checkpoints.latest_step()} in {checkpoints.directory}. "
-            "Try a lower --learning-rate."
-        )

@@ -20,15 +20,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from nnjax import plots
 from nnjax.config import OPTIMIZERS, RunConfig, check_positive, prepare_workdir
 from nnjax.data.graphs import NodeClassification
-from nnjax.errors import ConfigError, TrainingDivergedError
+from nnjax.errors import ConfigError
 from nnjax.models.graph import Graph, add_self_loops
 from nnjax.optim import make_optimizer
 from nnjax.train.checkpoint import Checkpointer
+from nnjax.train.loop import run_steps
 from nnjax.train.state import TrainState, create_train_state
 from nnjax.train.writer import MetricWriter
 
@@ -152,31 +152,12 @@ def train_node_classifier(
     step_fn = jax.jit(train_step, donate_argnums=0).lower(state, graph, labels_N, masks["train"]).compile()
     eval_fn = jax.jit(evaluate)
     compile_s = time.perf_counter() - tick
-    epoch = int(state.step)
-    bar = tqdm(total=config.epochs, initial=epoch, unit="epoch", dynamic_ncols=True, mininterval=0.5)
-    tick = time.perf_counter()
     try:
-        state = jax.device_put(state)
-        while epoch < config.epochs:
-            chunk = min(config.log_every_epochs - epoch % config.log_every_epochs, config.epochs - epoch)
-            chunk_metrics = []
-            for _ in range(chunk):
-                state, metrics = step_fn(state, graph, labels_N, masks["train"])
-                chunk_metrics.append(metrics)
-            host = jax.device_get(chunk_metrics)
-            means = {f"train_{k}": float(np.mean([m[k] for m in host])) for k in host[0]}
-            evaluation, _ = jax.device_get(eval_fn(state, graph, labels_N, masks))
-            test = {k: float(v) for k, v in evaluation.items() if k.startswith("test_")}
-            epoch += chunk
-            _check_finite(means, epoch, checkpoints)
-            writer.write({"kind": "train", "step": epoch, "epoch": epoch, **means})
-            writer.write({"kind": "test", "step": epoch, "epoch": epoch, **test})
-            bar.update(chunk)
-            bar.set_postfix(loss=f"{means['train_loss']:.3f}", test_acc=f"{test['test_accuracy']:.3f}")
-            if (config.checkpoint_every_epochs and epoch % config.checkpoint_every_epochs == 0) or epoch == config.epochs:
-                checkpoints.save(jax.device_get(state))
-        bar.close()
-        train_s = time.perf_counter() - tick
+        state, train_s = run_steps(
+            lambda state: step_fn(state, graph, labels_N, masks["train"]), jax.device_put(state), int(state.step),
+            config.epochs, config.log_every_epochs, config.checkpoint_every_epochs, checkpoints, writer,
+            evaluate=lambda state: _test_metrics(eval_fn, state, graph, labels_N, masks), unit="epoch",
+        )
         plots.learning_curves(writer.rows, os.path.join(workdir, "learning_curves.png"), title=f"{experiment} on {data.name}")
     finally:
         checkpoints.close()
@@ -184,7 +165,7 @@ def train_node_classifier(
     final, log_probs_NxC = jax.device_get(eval_fn(state, graph, labels_N, masks))
     summary = {
         **{k: round(float(v), 4) for k, v in final.items()},
-        "epochs": epoch,
+        "epochs": int(state.step),
         "labelled_nodes": int(data.train_mask_N.sum()),
         "test_nodes": int(data.test_mask_N.sum()),
         "compile_s": round(compile_s, 2),
@@ -196,11 +177,7 @@ def train_node_classifier(
     )
 
 
-def _check_finite(means: dict[str, float], epoch: int, checkpoints: Checkpointer) -> None:
-    """``TrainingDivergedError`` if a logged mean up to epoch ``epoch`` is NaN/Inf."""
-    bad = [k for k, v in means.items() if not np.isfinite(v)]
-    if bad:
-        raise TrainingDivergedError(
-            f"{bad[0]} became {means[bad[0]]} by epoch {epoch}; training stopped. Last good checkpoint: "
-            f"epoch {checkpoints.latest_step()} in {checkpoints.directory}. Try a lower --learning-rate."
-        )
+def _test_metrics(eval_fn: Any, state: TrainState, graph: Graph, labels_N: jax.Array, masks: dict[str, jax.Array]) -> dict[str, float]:
+    """The evaluation-mode ``test_*`` metrics of ``state`` (for the loop's 'test' rows)."""
+    evaluation, _ = jax.device_get(eval_fn(state, graph, labels_N, masks))
+    return {k: float(v) for k, v in evaluation.items() if k.startswith("test_")}

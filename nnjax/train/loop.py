@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -234,6 +234,65 @@ def _train(
     if run_examples:
         throughput["examples_per_s"] = round(run_examples / run_seconds, 1)
     return parallel.host_state(device_state), throughput
+
+
+def run_steps(
+    step_fn: Callable[[Any], tuple[Any, dict[str, jax.Array]]],
+    state: Any,
+    start: int,
+    total: int,
+    log_every: int,
+    checkpoint_every: int,
+    checkpoints: Checkpointer,
+    writer: MetricWriter,
+    evaluate: Callable[[Any], dict[str, float]] | None = None,
+    unit: str = "step",
+) -> tuple[Any, float]:
+    """The loop of the special training regimes (GANs, full-batch graphs): ``state, metrics = step_fn(state)``
+    from step ``start`` to ``total`` under a tqdm bar; returns (final state, training seconds).
+
+    Every ``log_every`` steps (and at ``total``) it writes a 'train' row of the metrics' means over
+    those steps (``train_<name>``) after checking them for NaN/Inf, and, with ``evaluate(state) ->
+    {name: value}``, a 'test' row of its result. It saves a host copy of the state into
+    ``checkpoints`` every ``checkpoint_every`` steps (0: never) and at ``total``. Chunk boundaries
+    depend only on the step, so a resumed run logs the rows of an uninterrupted one.
+    """
+    step = start
+    bar = tqdm(total=total, initial=step, unit=unit, dynamic_ncols=True, mininterval=0.5)
+    tick = time.perf_counter()
+    while step < total:
+        chunk = min(log_every - step % log_every, total - step)
+        chunk_metrics = []
+        for _ in range(chunk):
+            state, metrics = step_fn(state)
+            chunk_metrics.append(metrics)
+        host = jax.device_get(chunk_metrics)
+        means = {f"train_{k}": float(np.mean([m[k] for m in host])) for k in host[0]}
+        _check_finite_means(means, step, checkpoints)
+        step += chunk
+        writer.write({"kind": "train", "step": step, "steps": chunk, **means})
+        shown = {k.removeprefix("train_"): v for k, v in means.items()}
+        if evaluate is not None:
+            test = evaluate(state)
+            writer.write({"kind": "test", "step": step, **test})
+            shown |= test
+        bar.update(chunk)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()})
+        if (checkpoint_every and step % checkpoint_every == 0) or step == total:
+            checkpoints.save(jax.device_get(state))
+    bar.close()
+    return state, time.perf_counter() - tick
+
+
+def _check_finite_means(means: dict[str, float], step: int, checkpoints: Checkpointer) -> None:
+    """``TrainingDivergedError`` naming the first logged mean after step ``step`` that is NaN/Inf."""
+    bad = [k for k, v in means.items() if not np.isfinite(v)]
+    if bad:
+        raise TrainingDivergedError(
+            f"{bad[0]} became {means[bad[0]]} in the steps after step {step}; training stopped. "
+            f"Last good checkpoint: step {checkpoints.latest_step()} in {checkpoints.directory}. "
+            "Try a lower --learning-rate."
+        )
 
 
 def _step_checkpoint_due(config: TrainConfig, step: int) -> bool:
