@@ -3,7 +3,6 @@ experiment; with a working torchvision (e.g. /work/tvenv), the whole path agains
 
 import json
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
