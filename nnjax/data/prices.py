@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import importlib.util
 import os
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -18,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nnjax import finance
+from nnjax.data.sources import package_dir
 from nnjax.data.timeseries import MinMaxScaler, time_split
 from nnjax.errors import DataUnavailableError
 
@@ -41,10 +41,8 @@ def bokeh_stocks_path() -> str:
     Importing the package's ``stocks`` module would parse every ticker; only the file is needed.
     Raises ``DataUnavailableError`` saying how to install the package when it is missing.
     """
-    spec = importlib.util.find_spec("bokeh_sampledata")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataUnavailableError(f"stock prices need the bokeh_sampledata package: {_INSTALL}")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "_data", "stocks.csv.gz")
+    package = package_dir("bokeh_sampledata", f"stock prices need the bokeh_sampledata package: {_INSTALL}")
+    path = os.path.join(package, "_data", "stocks.csv.gz")
     if not os.path.isfile(path):
         raise DataUnavailableError(f"bokeh_sampledata has no {path}; reinstall it: {_INSTALL}")
     return path

@@ -17,7 +17,6 @@ masks ``'y'`` float32 [N, H, W] (1 = foreground); ``num_classes`` is 2.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from typing import NamedTuple
 
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax.data.registry import Dataset
+from nnjax.data.sources import package_dir
 from nnjax.errors import DataUnavailableError
 
 INSTALL_HINT = "pip install --no-deps stardist tifffile"
@@ -130,11 +130,8 @@ def stardist_nuclei_files() -> tuple[str, str]:
     Found with ``importlib.util.find_spec`` (stardist is never imported); ``DataUnavailableError``
     saying how to install it when the package or the files are missing.
     """
-    spec = importlib.util.find_spec("stardist")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataUnavailableError(f"the nuclei image ships with the stardist package: {INSTALL_HINT}")
-    package_dir = next(iter(spec.submodule_search_locations))
-    paths = tuple(os.path.join(package_dir, name) for name in NUCLEI_FILES)
+    package = package_dir("stardist", f"the nuclei image ships with the stardist package: {INSTALL_HINT}")
+    paths = tuple(os.path.join(package, name) for name in NUCLEI_FILES)
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         raise DataUnavailableError(f"stardist is installed but {missing[0]} is missing; reinstall: {INSTALL_HINT}")

@@ -7,6 +7,7 @@ Each loader returns ``(train, test)`` splits as dicts ``{'x': float32 [N, H, W, 
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import logging
 import os
 import struct
@@ -24,6 +25,15 @@ FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 HOLDOUT_SEED = 20240101  # fixed: the held-out test set of sources without one never depends on --seed
 
 log = logging.getLogger(__name__)
+
+
+def package_dir(module: str, missing_message: str) -> str:
+    """Directory of the installed package ``module``, found without importing it (data files that a
+    package ships are read straight from it); ``DataUnavailableError(missing_message)`` if absent."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataUnavailableError(missing_message)
+    return next(iter(spec.submodule_search_locations))
 
 
 def to_split(images: np.ndarray, labels: np.ndarray) -> Split:

@@ -20,7 +20,6 @@ import collections
 import csv
 import dataclasses
 import glob
-import importlib.util
 import io
 import json
 import os
@@ -29,6 +28,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from nnjax.data.sources import package_dir
 from nnjax.errors import DataUnavailableError
 
 PAD, UNK = "<pad>", "<unk>"
@@ -159,10 +159,7 @@ def pad_sequences(
 
 def _package_dir(module: str, pip_command: str) -> str:
     """Directory of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataUnavailableError(f"package {module!r} is not installed; install it offline-ready with: {pip_command}")
-    return list(spec.submodule_search_locations)[0]
+    return package_dir(module, f"package {module!r} is not installed; install it offline-ready with: {pip_command}")
 
 
 def rotten_tomatoes_path() -> str:
