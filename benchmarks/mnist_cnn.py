@@ -37,7 +37,7 @@ def run_nnjax(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int) -> flo
     from nnjax.config import TrainConfig
     from nnjax.data import Dataset
     from nnjax.models import MnistCNN
-    from nnjax.train import fit
+    from nnjax.tasks import fit
 
     setup_logging()
     data = Dataset("synthetic", "benchmark data", {"x": x, "y": y}, {"x": x[:1000], "y": y[:1000]}, num_classes=10)

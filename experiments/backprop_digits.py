@@ -21,7 +21,7 @@ from nnjax.data import load_dataset
 from nnjax.models import BackpropMLP
 from nnjax.scratch import mlp
 from nnjax.scratch.activations import ACTIVATIONS
-from nnjax.train import fit
+from nnjax.tasks import fit
 
 
 @dataclasses.dataclass(frozen=True)

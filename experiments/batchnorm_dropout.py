@@ -20,7 +20,7 @@ from nnjax.data import load_dataset
 from nnjax.errors import ConfigError
 from nnjax.models import DropoutMLP
 from nnjax.scratch import normalization
-from nnjax.train import fit
+from nnjax.tasks import fit
 
 EXPERIMENT = "batchnorm_dropout"
 VARIANTS = {  # name -> (dropout, batch norm)

@@ -44,7 +44,7 @@ from nnjax.errors import ConfigError, DataUnavailableError
 from nnjax.models.generation import generate, lm_beam_search
 from nnjax.models.transformer import REMAT_POLICIES, TransformerLM
 from nnjax.models.weights import load_params, save_params
-from nnjax.train import fit, planned_steps
+from nnjax.tasks import fit, planned_steps
 
 WEIGHTS_FILE, VOCAB_FILE, SAMPLES_FILE = "lm.msgpack", "vocab.json", "samples.txt"
 MODEL_FIELDS = ("block_size", "d_model", "num_heads", "num_layers", "dropout")

@@ -21,7 +21,7 @@ from nnjax.config import TrainConfig
 from nnjax.data import load_dataset
 from nnjax.errors import DataUnavailableError
 from nnjax.models.cnn import SimpleCNN
-from nnjax.train import fit
+from nnjax.tasks import fit
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,16 +18,17 @@ import sys
 import jax
 import numpy as np
 
-from nnjax import cli, gan, plots
+from nnjax import cli, plots
 from nnjax.config import check_positive
 from nnjax.data import load_dataset
 from nnjax.models.gan import Discriminator, Generator
+from nnjax.tasks import adversarial
 
 IMAGE_SIZE = 32
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(gan.AdversarialConfig):
+class Config(adversarial.AdversarialConfig):
     """DCGAN generator (widths channels*8/4/2) vs spectral-normed critic, WGAN-GP: Adam 1e-4, betas (0, 0.9), 5 critic steps."""
 
     steps: int = 1200
@@ -60,13 +61,13 @@ def main(config: Config) -> dict:
     images = to_generator_range(np.concatenate([dataset.train["x"], dataset.test["x"]]))
     generator = Generator(config.latent_dim, config.channels, image_channels=images.shape[-1])
     critic = Discriminator(config.channels, config.power_iterations)
-    result = gan.train_adversarial(
-        config, generator, critic, images, gan.sample_rows, images.shape[1:], "dcgan",
+    result = adversarial.train_adversarial(
+        config, generator, critic, images, adversarial.sample_rows, images.shape[1:], "dcgan",
         data_source=dataset.source, train_images=len(images),
     )
     workdir = result.summary["workdir"]
     z = jax.random.normal(jax.random.PRNGKey(config.seed + 1), (config.sample_count, config.latent_dim))
-    samples = np.asarray(gan.generate(result.state.generator, z))
+    samples = np.asarray(adversarial.generate(result.state.generator, z))
     plots.image_grid(
         samples, os.path.join(workdir, "samples.png"), title=f"DCGAN (WGAN-GP) on {dataset.name}, step {result.summary['steps']}",
         value_range=(-1.0, 1.0),

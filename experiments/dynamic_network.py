@@ -42,7 +42,8 @@ from nnjax import cli, losses
 from nnjax.config import TrainConfig, check_fraction, check_positive
 from nnjax.data import load_dataset
 from nnjax.models.dynamic import DynamicClassifier, parse_active_layers
-from nnjax.train import Parallel, TrainState, evaluate, fit, model_variables
+from nnjax.tasks import evaluate, fit
+from nnjax.train import Parallel, TrainState, model_variables
 
 TIMING_PASSES = 3
 

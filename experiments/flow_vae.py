@@ -34,7 +34,7 @@ from nnjax.config import TrainConfig, check_positive
 from nnjax.data import Dataset, load_dataset
 from nnjax.errors import ConfigError
 from nnjax.models.flows import FlowVAE, importance_weighted_bound
-from nnjax.train import fit
+from nnjax.tasks import fit
 
 BINARIZE = ("threshold", "dynamic")
 BINARIZE_SEED = 20240102  # fixed: the once-drawn binary validation/test images never depend on --seed

@@ -2,7 +2,7 @@
 
 The seed fixes the generator (2x + 3) and the discriminator (a sigmoid at 4) and only plots them;
 here an MLP generator maps N(0, 1) noise to samples and an MLP critic is trained against it with
-the shared adversarial loop (``nnjax.gan``): a Wasserstein critic with the one-sided gradient
+the shared adversarial loop (``nnjax.tasks.adversarial``): a Wasserstein critic with the one-sided gradient
 penalty (WGAN-LP), a critic learning rate above the generator's and both decayed linearly to 0.
 WGAN-GP's two-sided penalty gets the 1-D critic stuck (a slope must pass |D'| = 0, which the
 penalty walls off, to change sign) and the generator overshoots and circles N(4, 1.5); the plain
@@ -20,19 +20,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Callable
 
 import jax
 import numpy as np
 from scipy import stats
 
-from nnjax import cli, gan, plots
+from nnjax import cli, plots
 from nnjax.config import check_positive, parse_widths
 from nnjax.models.gan import MLPCritic, MLPGenerator
+from nnjax.tasks import adversarial
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(gan.AdversarialConfig):
+class Config(adversarial.AdversarialConfig):
     """MLP generator (noise dim 1, as the seed) vs MLP critic (64, 64) on N(4, 1.5): WGAN-LP, 5 critic steps,
     Adam betas (0, 0.9), lr 3e-4 (critic 1e-3) decayed linearly to 0."""
 
@@ -56,21 +56,16 @@ class Config(gan.AdversarialConfig):
         super().validate()
 
 
-def gaussian_sampler(mean: float, std: float) -> Callable[[None, jax.Array, int], jax.Array]:
-    """``sample_real(None, key, n)``: n samples [n, 1] of N(mean, std^2)."""
-    return lambda _, key, n: mean + std * jax.random.normal(key, (n, 1))
-
-
 def main(config: Config) -> dict:
     hidden = parse_widths(config.hidden, "hidden")
-    result = gan.train_adversarial(
+    result = adversarial.train_adversarial(
         config, MLPGenerator(hidden), MLPCritic(hidden), None,
-        gaussian_sampler(config.target_mean, config.target_std), (1,), "gan_1d",
+        adversarial.gaussian_sampler(config.target_mean, config.target_std), (1,), "gan_1d",
     )
     workdir = result.summary["workdir"]
     eval_key, real_key = jax.random.split(jax.random.PRNGKey(config.seed + 1))
-    fake_N = np.asarray(gan.generate(result.state.generator, jax.random.normal(eval_key, (config.eval_samples, config.latent_dim))))[:, 0]
-    real_N = np.asarray(gaussian_sampler(config.target_mean, config.target_std)(None, real_key, config.eval_samples))[:, 0]
+    fake_N = np.asarray(adversarial.generate(result.state.generator, jax.random.normal(eval_key, (config.eval_samples, config.latent_dim))))[:, 0]
+    real_N = np.asarray(adversarial.gaussian_sampler(config.target_mean, config.target_std)(None, real_key, config.eval_samples))[:, 0]
     x_X = np.linspace(config.target_mean - 4 * config.target_std, config.target_mean + 4 * config.target_std, 400)
     target = f"N({config.target_mean:g}, {config.target_std:g})"
     plots.histograms(
@@ -79,7 +74,7 @@ def main(config: Config) -> dict:
         f"after {result.summary['steps']} steps",
         densities={f"{target} density": (x_X, stats.norm.pdf(x_X, config.target_mean, config.target_std))},
     )
-    critic_X = np.asarray(gan.score(result.state.critic, x_X[:, None].astype(np.float32)))
+    critic_X = np.asarray(adversarial.score(result.state.critic, x_X[:, None].astype(np.float32)))
     plots.loss_curves(x_X, {"critic score D(x)": critic_X}, os.path.join(workdir, "critic.png"), xlabel="x",
                       ylabel="D(x)", title="critic output over x (real data is " + target + ")")
     mean, std = float(fake_N.mean()), float(fake_N.std())

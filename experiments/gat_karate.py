@@ -26,8 +26,8 @@ import numpy as np
 from nnjax import cli, plots
 from nnjax.config import check_fraction, check_positive, parse_widths
 from nnjax.data.graphs import NodeClassification, karate_club, stochastic_block_model
-from nnjax.graph_train import NodeClassificationConfig, train_node_classifier
 from nnjax.models.graph import GAT, EdgeConvNet
+from nnjax.tasks.node_classification import NodeClassificationConfig, predict, to_graph, train_node_classifier
 
 DATA = ("karate", "sbm")
 MODELS = ("gat", "edgeconv")
@@ -68,38 +68,6 @@ def load(config: Config) -> NodeClassification:
     )
 
 
-def draw_predictions(data: NodeClassification, predicted_N: np.ndarray, path: str, title: str) -> str:
-    """The graph (spring layout, fixed seed) with nodes coloured by predicted class, misclassified test
-    nodes ringed in red and labelled nodes drawn as squares; returns ``path``."""
-    import networkx as nx
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    graph = data.to_networkx()
-    pos = nx.spring_layout(graph, seed=0)
-    fig = Figure(figsize=(7, 6))
-    ax = fig.subplots()
-    colors = [f"C{c}" for c in predicted_N]
-    wrong_N = (predicted_N != data.labels_N) & data.test_mask_N
-    nx.draw_networkx_edges(graph, pos, ax=ax, alpha=0.3)
-    for mask_N, shape in ((~data.train_mask_N, "o"), (data.train_mask_N, "s")):
-        nodes = np.flatnonzero(mask_N).tolist()
-        nx.draw_networkx_nodes(graph, pos, nodelist=nodes, node_color=[colors[i] for i in nodes], node_shape=shape,
-                               node_size=220, ax=ax, edgecolors=["red" if wrong_N[i] else "black" for i in nodes],
-                               linewidths=[3.0 if wrong_N[i] else 0.5 for i in nodes])
-    if data.num_nodes <= 50:
-        nx.draw_networkx_labels(graph, pos, ax=ax, font_size=7)
-    handles = [Line2D([], [], marker="o", linestyle="", color=f"C{c}", label=f"predicted {name}")
-               for c, name in enumerate(data.class_names)]
-    handles += [Line2D([], [], marker="s", linestyle="", color="0.6", markeredgecolor="black", label="labelled"),
-                Line2D([], [], marker="o", linestyle="", color="white", markeredgecolor="red", markeredgewidth=2,
-                       label=f"misclassified ({int(wrong_N.sum())})")]
-    ax.legend(handles=handles, loc="best", fontsize=8)
-    ax.set_title(title)
-    ax.axis("off")
-    return plots.save_figure(fig, path)
-
-
 def main(config: Config) -> dict:
     data = load(config)
     if config.model == "gat":
@@ -108,9 +76,9 @@ def main(config: Config) -> dict:
         model = EdgeConvNet(data.num_classes, parse_widths(config.edgeconv_hidden, "edgeconv-hidden"), config.dropout)
     result = train_node_classifier(config, model, data, "gat_karate", num_nodes=data.num_nodes,
                                    num_edges=int(data.senders_E.size))
-    predicted_N = result.log_probs_NxC.argmax(axis=-1)
+    predicted_N = np.asarray(predict(result.state, to_graph(data))).argmax(axis=-1)
     summary = result.summary
-    draw_predictions(data, predicted_N, os.path.join(summary["workdir"], "graph.png"),
+    plots.graph_predictions(data, predicted_N, os.path.join(summary["workdir"], "graph.png"),
                      f"{config.model} on {data.name}: test accuracy {summary['test_accuracy']:.3f} "
                      f"from {summary['labelled_nodes']} labels")
     return {"data": data.name, "model": config.model, **summary}

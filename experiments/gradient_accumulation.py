@@ -26,7 +26,7 @@ from nnjax.errors import ConfigError
 from nnjax.models import MLP
 from nnjax.optim import accumulate, make_optimizer
 from nnjax.scratch.accumulate import accumulation_gap
-from nnjax.train import fit
+from nnjax.tasks import fit
 
 
 @dataclasses.dataclass(frozen=True)

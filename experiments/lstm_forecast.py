@@ -11,7 +11,7 @@ yearly sunspot numbers 1700-2008 (309 values) or monthly Mauna Loa CO2 1958-2001
 22 years for sunspots (two ~11-year cycles), 24 months for CO2 (two seasonal cycles). ``--epochs 0``
 (the default) uses ``EPOCHS``: the short real series give few batches per epoch, so they run longer.
 
-The pipeline is ``nnjax.forecasting.run_forecast``: a time-ordered 70/15/15 split, a min-max scaler
+The pipeline is ``nnjax.tasks.forecasting.run_forecast``: a time-ordered 70/15/15 split, a min-max scaler
 fitted on the training part only, each window assigned to the part holding its target, training
 through ``nnjax.train.fit`` with an MSE objective. ``--validation-fraction`` defaults to 0: ``fit``
 would carve a *random* validation subset out of the training windows, which leaks neighbouring
@@ -32,7 +32,7 @@ import sys
 
 from nnjax import cli
 from nnjax.config import check_positive
-from nnjax.forecasting import EPOCHS, WINDOWS, ForecastConfig, run_forecast
+from nnjax.tasks.forecasting import EPOCHS, WINDOWS, ForecastConfig, run_forecast
 from nnjax.models import LSTMForecaster
 
 __all__ = ["EPOCHS", "WINDOWS", "Config", "main"]

@@ -12,7 +12,7 @@ from nnjax import cli, losses
 from nnjax.config import TrainConfig, parse_widths
 from nnjax.data import load_dataset
 from nnjax.models import MLP
-from nnjax.train import fit
+from nnjax.tasks import fit
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from nnjax import cli, losses
 from nnjax.config import TrainConfig
 from nnjax.data import load_dataset
 from nnjax.models import MnistCNN
-from nnjax.train import fit
+from nnjax.tasks import fit
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ from nnjax.data import load_dataset
 from nnjax.errors import ConfigError
 from nnjax.models import ResMLP
 from nnjax.scratch import regularization
-from nnjax.train import fit
+from nnjax.tasks import fit
 
 EXPERIMENT = "regularization"
 

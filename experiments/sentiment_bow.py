@@ -20,7 +20,7 @@ import sys
 from experiments import sentiment_lstm
 from nnjax import cli, losses
 from nnjax.models.text import BagOfWords
-from nnjax.train import fit
+from nnjax.tasks import fit
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,8 @@ from nnjax.data import Dataset
 from nnjax.data.sentiment import CLASS_NAMES, SENTIMENT_DATA, load_sentiment
 from nnjax.errors import ConfigError
 from nnjax.models.text import SentimentLSTM, predict_probabilities
-from nnjax.train import FitResult, fit
+from nnjax.tasks import fit
+from nnjax.train import RunResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +61,7 @@ def load_data(config: Config) -> Dataset:
     return data
 
 
-def evaluate(result: FitResult, data: Dataset, batch_size: int) -> dict:
+def evaluate(result: RunResult, data: Dataset, batch_size: int) -> dict:
     """Seed 001 slide 13 on the test split: accuracy, precision, recall, F1, counts; writes confusion_matrix.png."""
     state = result.state
     probs_N = predict_probabilities(state.apply_fn, state.params, data.test["x"], batch_size)

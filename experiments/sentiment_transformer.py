@@ -37,7 +37,7 @@ from nnjax.errors import ConfigError, DataUnavailableError
 from nnjax.models.text import predict_probabilities
 from nnjax.models.transformer import ACTIVATIONS, NORMS, POOLINGS, POSITIONALS, TransformerClassifier
 from nnjax.models.weights import load_params, save_params
-from nnjax.train import fit
+from nnjax.tasks import fit
 
 WEIGHTS_FILE, VOCAB_FILE = "classifier.msgpack", "vocab.json"
 

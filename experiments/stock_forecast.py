@@ -35,7 +35,7 @@ from nnjax.data import Dataset
 from nnjax.data.prices import SYMBOLS, bokeh_stocks_path, load_stock, make_stock_dataset
 from nnjax.errors import ConfigError
 from nnjax.models.forecast import POOLINGS, StockForecaster
-from nnjax.train import fit
+from nnjax.tasks import fit
 
 SPLIT = (0.7, 0.15, 0.15)
 

@@ -7,7 +7,7 @@
 The model is ``nnjax.models.forecast.TimeSeriesTransformer`` (stacked LSTMs -> multi-head
 self-attention -> Add & LayerNorm -> GELU feed-forward -> Add & LayerNorm -> Dense per step) read
 at the window's last step (``TimeSeriesForecaster``). It trains and is evaluated exactly as
-``experiments.lstm_forecast`` (``nnjax.forecasting.run_forecast``): the same windows (``WINDOWS``:
+``experiments.lstm_forecast`` (``nnjax.tasks.forecasting.run_forecast``): the same windows (``WINDOWS``:
 22 years for sunspots, 24 months for CO2, 10 for the sine), the time-ordered 70/15/15 split, the
 min-max scaler fitted on the training part, ``--difference``, and RMSE in the series' units
 against the naive last-value forecast, so the two JSON lines compare directly. The seed's example
@@ -26,7 +26,7 @@ import sys
 from nnjax import cli
 from nnjax.config import check_divisible, check_fraction, check_positive
 from nnjax.data.timeseries import SERIES
-from nnjax.forecasting import ForecastConfig, run_forecast
+from nnjax.tasks.forecasting import ForecastConfig, run_forecast
 from nnjax.models.forecast import TimeSeriesForecaster, TimeSeriesTransformer
 
 

@@ -33,7 +33,7 @@ from nnjax.errors import ConfigError
 from nnjax.models.resnet import STEMS, VARIANTS, ResNet, resnet
 from nnjax.models.torch_import import WarmStart, drop, load_torch_state_dict, resnet_params_from_torch
 from nnjax.optim import freeze, make_optimizer, parameter_counts
-from nnjax.train import fit
+from nnjax.tasks import fit
 
 
 @dataclasses.dataclass(frozen=True)

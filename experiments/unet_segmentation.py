@@ -46,7 +46,7 @@ from nnjax.data import (
 from nnjax.errors import ConfigError, DataUnavailableError
 from nnjax.models.layers import CONV_IMPLS
 from nnjax.models.unet import DOWNSAMPLE, UNet
-from nnjax.train import fit
+from nnjax.tasks import fit
 from nnjax.train.state import TrainState, model_variables
 
 EXPERIMENT = "unet_segmentation"

@@ -596,3 +596,53 @@ def histograms(samples: dict[str, Any], path: str, title: str = "", bins: int = 
     if title:
         ax.set_title(title)
     return save_figure(fig, path)
+
+
+def episode_returns(env_steps_U: Any, return_SxU: Any, target: float, path: str, title: str = "") -> str:
+    """Mean episode return [S, U] against environment steps [U], one line per seed, the target dashed."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for seed, return_U in enumerate(return_SxU):
+        ax.plot(env_steps_U, return_U, label=f"seed {seed}", linewidth=1)
+    ax.axhline(target, color="0.3", linestyle="--", linewidth=0.8, label=f"target {target:g}")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episode return (mean over envs)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return save_figure(fig, path)
+
+
+def graph_predictions(data: Any, predicted_N: Any, path: str, title: str) -> str:
+    """A ``nnjax.data.graphs.NodeClassification`` graph (spring layout, fixed seed) with nodes coloured by
+    predicted class [N], misclassified test nodes ringed in red and labelled nodes drawn as squares."""
+    import networkx as nx
+    import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    graph = data.to_networkx()
+    pos = nx.spring_layout(graph, seed=0)
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
+    colors = [f"C{c}" for c in predicted_N]
+    wrong_N = (predicted_N != data.labels_N) & data.test_mask_N
+    nx.draw_networkx_edges(graph, pos, ax=ax, alpha=0.3)
+    for mask_N, shape in ((~data.train_mask_N, "o"), (data.train_mask_N, "s")):
+        nodes = np.flatnonzero(mask_N).tolist()
+        nx.draw_networkx_nodes(graph, pos, nodelist=nodes, node_color=[colors[i] for i in nodes], node_shape=shape,
+                               node_size=220, ax=ax, edgecolors=["red" if wrong_N[i] else "black" for i in nodes],
+                               linewidths=[3.0 if wrong_N[i] else 0.5 for i in nodes])
+    if data.num_nodes <= 50:
+        nx.draw_networkx_labels(graph, pos, ax=ax, font_size=7)
+    handles = [Line2D([], [], marker="o", linestyle="", color=f"C{c}", label=f"predicted {name}")
+               for c, name in enumerate(data.class_names)]
+    handles += [Line2D([], [], marker="s", linestyle="", color="0.6", markeredgecolor="black", label="labelled"),
+                Line2D([], [], marker="o", linestyle="", color="white", markeredgecolor="red", markeredgewidth=2,
+                       label=f"misclassified ({int(wrong_N.sum())})")]
+    ax.legend(handles=handles, loc="best", fontsize=8)
+    ax.set_title(title)
+    ax.axis("off")
+    return save_figure(fig, path)

@@ -21,7 +21,7 @@ from nnjax.models.flows import (
     importance_weighted_bound,
     planar_flow,
 )
-from nnjax.train import fit
+from nnjax.tasks import fit
 
 D = 3
 

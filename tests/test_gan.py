@@ -12,12 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nnjax import gan
+from experiments import gan_1d
 from nnjax.config import parse_config
 from nnjax.errors import ConfigError
-from experiments import gan_1d
 from nnjax.models.gan import Discriminator, DownConv, Generator, MLPCritic, MLPGenerator, down_conv, up_conv
 from nnjax.models.spectral import SpectralNorm, spectral_normalize
+from nnjax.tasks import adversarial
 
 
 def _normal(seed: int, shape: tuple[int, ...]) -> jnp.ndarray:
@@ -66,11 +66,11 @@ def test_gradient_penalty_of_a_linear_critic_is_closed_form(scale):
     critic = lambda x_Bx2x3: jnp.sum(x_Bx2x3 * w, axis=(1, 2))  # noqa: E731  grad = w everywhere
     real, fake = (_normal(k, (6, 2, 3)) for k in (5, 6))
     key = jax.random.PRNGKey(7)
-    assert abs(float(gan.gradient_penalty(critic, real, fake, key)) - (scale - 1.0) ** 2) < 1e-5
-    one_sided = float(gan.gradient_penalty(critic, real, fake, key, one_sided=True))
+    assert abs(float(adversarial.gradient_penalty(critic, real, fake, key)) - (scale - 1.0) ** 2) < 1e-5
+    one_sided = float(adversarial.gradient_penalty(critic, real, fake, key, one_sided=True))
     assert abs(one_sided - max(scale - 1.0, 0.0) ** 2) < 1e-5
     if scale == 1.0:
-        assert float(gan.gradient_penalty(critic, real, fake, key)) < 1e-10
+        assert float(adversarial.gradient_penalty(critic, real, fake, key)) < 1e-10
 
 
 def test_per_sample_input_grads_match_the_jacobian_diagonal():
@@ -79,7 +79,7 @@ def test_per_sample_input_grads_match_the_jacobian_diagonal():
     x = _normal(10, (4, 3))
     jac_BxBx3 = jax.jacobian(critic)(x)
     expected = jac_BxBx3[jnp.arange(4), jnp.arange(4)]
-    np.testing.assert_allclose(gan.per_sample_input_grads(critic, x), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(adversarial.per_sample_input_grads(critic, x), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(jax.grad(lambda x: critic(x).sum())(x), expected, rtol=1e-5, atol=1e-6)  # sum trick agrees
     off_diagonal = jac_BxBx3.at[jnp.arange(4), jnp.arange(4)].set(0.0)
     np.testing.assert_array_equal(off_diagonal, 0.0)
@@ -117,13 +117,13 @@ def test_spectral_norm_wraps_a_strided_conv_kernel():
 
 
 def _mlp_config(**overrides):
-    return gan.AdversarialConfig(batch_size=4, latent_dim=2, n_critic=2, **overrides)
+    return adversarial.AdversarialConfig(batch_size=4, latent_dim=2, n_critic=2, **overrides)
 
 
 def test_one_jitted_step_updates_both_networks_and_keeps_shapes():
     config = _mlp_config()
-    state = gan.create_gan_state(config, MLPGenerator((8,)), MLPCritic((8,)), (1,), jax.random.PRNGKey(0))
-    new_state, metrics = jax.jit(gan.make_adversarial_step(config, gan_1d.gaussian_sampler(4.0, 1.5)))(state, None)
+    state = adversarial.create_gan_state(config, MLPGenerator((8,)), MLPCritic((8,)), (1,), jax.random.PRNGKey(0))
+    new_state, metrics = jax.jit(adversarial.make_adversarial_step(config, adversarial.gaussian_sampler(4.0, 1.5)))(state, None)
     assert jax.tree.map(np.shape, new_state) == jax.tree.map(np.shape, state)
     for name in ("generator", "critic"):
         old, new = getattr(state, name), getattr(new_state, name)
@@ -139,10 +139,10 @@ def test_one_jitted_step_updates_both_networks_and_keeps_shapes():
 @pytest.mark.slow
 def test_dcgan_step_updates_both_networks_spectral_and_batchnorm_state():
     """The full DCGAN step at tiny sizes (~25 s CPU on 2 cores, nearly all XLA compilation)."""
-    config = gan.AdversarialConfig(batch_size=4, latent_dim=8, n_critic=2)
-    state = gan.create_gan_state(config, Generator(8, channels=4), Discriminator(4), (32, 32, 1), jax.random.PRNGKey(0))
+    config = adversarial.AdversarialConfig(batch_size=4, latent_dim=8, n_critic=2)
+    state = adversarial.create_gan_state(config, Generator(8, channels=4), Discriminator(4), (32, 32, 1), jax.random.PRNGKey(0))
     data = jax.random.uniform(jax.random.PRNGKey(1), (10, 32, 32, 1), minval=-1.0, maxval=1.0)
-    new_state, metrics = jax.jit(gan.make_adversarial_step(config, gan.sample_rows))(state, data)
+    new_state, metrics = jax.jit(adversarial.make_adversarial_step(config, adversarial.sample_rows))(state, data)
     assert jax.tree.map(np.shape, new_state) == jax.tree.map(np.shape, state)
     for name in ("generator", "critic"):
         old, new = getattr(state, name), getattr(new_state, name)
@@ -154,9 +154,9 @@ def test_dcgan_step_updates_both_networks_spectral_and_batchnorm_state():
 
 def test_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="--n-critic must be >= 1"):
-        parse_config(gan.AdversarialConfig, ["--n-critic", "0"])
+        parse_config(adversarial.AdversarialConfig, ["--n-critic", "0"])
     with pytest.raises(ConfigError, match="--adam-b1 must be in"):
-        parse_config(gan.AdversarialConfig, ["--adam-b1", "1.0"])
+        parse_config(adversarial.AdversarialConfig, ["--adam-b1", "1.0"])
 
 
 def test_gan_1d_short_run_learns_the_target(tmp_path):

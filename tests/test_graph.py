@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nnjax.data.graphs import karate_club, stochastic_block_model
-from nnjax.graph_train import masked_cross_entropy
+from nnjax.tasks.node_classification import masked_cross_entropy
 from nnjax.models.graph import (
     GAT,
     EdgeConv,

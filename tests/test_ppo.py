@@ -15,7 +15,8 @@ import pytest
 from experiments import ppo_cartpole
 from nnjax.errors import ConfigError
 from nnjax.models.weights import load_params
-from nnjax.rl import cartpole, ppo
+from nnjax.envs import cartpole
+from nnjax.tasks import ppo
 
 TINY = {"num_envs": 4, "num_steps": 8, "total_timesteps": 64, "update_epochs": 2, "num_minibatches": 2, "hidden": "8"}
 
@@ -168,43 +169,35 @@ def test_ppo_loss_matches_numpy_formula():
     np.testing.assert_allclose(total, policy + 0.5 * value - 0.01 * entropy, rtol=1e-5, atol=1e-6)
 
 
-class CountingBar:
-    """A stand-in for tqdm that counts the progress updates."""
-
-    updates = 0
-
-    def __init__(self, **_):
-        pass
-
-    def update(self, n):
-        CountingBar.updates += n
-
-    def close(self):
-        pass
-
-
-def test_tiny_experiment_trains_vmapped_seeds_and_writes_curve_params_and_json(tmp_path, monkeypatch):
-    """One tiny jitted ``train`` (4 envs x 8 steps, 2 updates, width 8) vmapped over 2 seeds, end to end."""
-    monkeypatch.setattr(ppo_cartpole, "tqdm", CountingBar)
-    monkeypatch.setattr(CountingBar, "updates", 0)
+def test_tiny_experiment_trains_vmapped_seeds_on_the_runner_and_writes_curve_params_and_json(tmp_path):
+    """A tiny run (4 envs x 8 steps, 2 updates, width 8) of 2 seeds at once, end to end through the runner."""
     config = ppo_cartpole.Config(**TINY, seeds=2, workdir=str(tmp_path))
     result = ppo_cartpole.main(config)
-    assert CountingBar.updates == 2  # the progress callback runs once per update, not once per seed
     assert len(result["final_return"]) == 2 and len(result["steps_to_target"]) == 2
-    assert result["env_steps"] == 64 and 0 < result["compile_s"] <= result["wall_s"]
+    assert result["env_steps"] == 64 and result["steps"] == 2 and result["compile_s"] > 0
+    assert result["env_steps_per_s"] > 0
     json.dumps(result)
-    assert os.path.getsize(tmp_path / "learning_curve.png") > 0
+    assert os.path.getsize(tmp_path / "episode_returns.png") > 0
     with open(tmp_path / "metrics.jsonl") as f:
         rows = [json.loads(line) for line in f]
-    assert [(row["step"], row["update"]) for row in rows] == [(32, 1), (64, 2)]
+    assert [(row["step"], row["env_steps"]) for row in rows] == [(1, 32), (2, 64)]
     for row in rows:
-        assert len(row["episode_return_seeds"]) == 2
-        assert all(np.isfinite(row[k]) for k in ("policy_loss", "value_loss", "entropy", "clip_fraction"))
-        assert 0 < row["entropy"] <= np.log(2) + 1e-6
+        assert len(row["train_episode_return_per_seed"]) == 2
+        assert all(np.isfinite(row[f"train_{k}"]) for k in ("policy_loss", "value_loss", "entropy", "clip_fraction"))
+        assert 0 < row["train_entropy"] <= np.log(2) + 1e-6
+    assert result["final_return"] == rows[-1]["train_episode_return_per_seed"]
     like = ppo.make_network(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))["params"]
     seed0, seed1 = (load_params(str(tmp_path / f"params_seed{k}.msgpack"), like) for k in (0, 1))
     chex.assert_trees_all_equal_shapes(seed0, like)
     assert not np.allclose(seed0["Dense_0"]["kernel"], seed1["Dense_0"]["kernel"])  # seeds train separately
+
+    # The runner's chunks of updates compute what one jitted scan over the whole run computes.
+    keys = jax.random.split(jax.random.PRNGKey(config.seed), 2)
+    whole = jax.jit(jax.vmap(ppo.make_train(config)))(keys)
+    chex.assert_trees_all_close(seed0, jax.tree.map(lambda x: x[0], whole["params"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.array([row["train_episode_return_per_seed"] for row in rows]).T, whole["metrics"]["episode_return"], rtol=1e-6
+    )
 
 
 def test_config_rejects_minibatches_that_do_not_divide_the_batch():
@@ -215,5 +208,5 @@ def test_config_rejects_minibatches_that_do_not_divide_the_batch():
 
 
 def test_steps_to_target():
-    assert ppo_cartpole.steps_to_target(np.array([10.0, 480, 470, 500]), np.array([1, 2, 3, 4]), 475) == 2
-    assert ppo_cartpole.steps_to_target(np.array([10.0, 20]), np.array([1, 2]), 475) is None
+    assert ppo.steps_to_target(np.array([10.0, 480, 470, 500]), np.array([1, 2, 3, 4]), 475) == 2
+    assert ppo.steps_to_target(np.array([10.0, 20]), np.array([1, 2]), 475) is None

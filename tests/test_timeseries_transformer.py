@@ -152,7 +152,7 @@ def test_bad_inputs_raise(kwargs, shape, mask_shape, message):
 TINY = ["--series", "sine", "--points", "300", "--epochs", "2", "--hidden", "8", "--heads", "2", "--layers", "1"]
 
 
-# The keys of lstm_forecast's JSON line (the shared nnjax.forecasting.run_forecast) that this test reads.
+# The keys of lstm_forecast's JSON line (the shared nnjax.tasks.forecasting.run_forecast) that this test reads.
 KEYS = {
     "test_loss", "train_examples", "epochs", "steps", "series", "window", "difference", "val_model_rmse",
     "val_naive_rmse", "test_model_rmse", "test_naive_rmse", "test_noise_floor_rmse", "beats_naive",

@@ -17,16 +17,9 @@ from nnjax.config import TrainConfig
 from nnjax.data import epoch_batch_indices
 from nnjax.errors import ConfigError, TrainingDivergedError
 from nnjax.models import MLP, MnistCNN
-from nnjax.train import (
-    Checkpointer,
-    Parallel,
-    chunk_bounds,
-    create_train_state,
-    fit,
-    make_eval_step,
-    make_train_chunk,
-    make_train_step,
-)
+from nnjax.tasks import fit
+from nnjax.tasks.supervised import chunk_bounds
+from nnjax.train import Checkpointer, Parallel, create_train_state, make_eval_step, make_train_chunk, make_train_step
 
 B = 16
 
@@ -146,25 +139,40 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     assert (tmp_path / "a" / "metrics.jsonl").read_text() != (tmp_path / "c" / "metrics.jsonl").read_text()
 
 
+def _checkpoint_steps(workdir):
+    directory = workdir / "checkpoints"
+    return sorted(int(d.name) for d in directory.iterdir() if d.name.isdigit())
+
+
 def test_nan_guard_names_the_step_and_keeps_last_good_checkpoint(tmp_path):
     data = blob_dataset()
-    poisoned = 100  # training example whose NaN pixel makes its batch's loss NaN
-    data.train["x"][poisoned, 0, 0, 0] = np.nan
-    config = _config(tmp_path, epochs=3, validation_fraction=0.0, checkpoint_every_steps=2, log_every_steps=1)
-    steps_per_epoch = 256 // 32
-    # Oracle: the first step whose batch holds the poisoned example, from the documented shuffle.
-    expected_step = 1 + int(np.argwhere(epoch_batch_indices(256, 32, config.seed, 0) == poisoned)[0, 0])
-    with pytest.raises(TrainingDivergedError, match=f"at step {expected_step};"):
-        fit(config, MLP(features=(8, 4)), data, losses.classification, experiment="test")
-    assert expected_step <= steps_per_epoch
-    checkpoints = Checkpointer(str(tmp_path / "run" / "checkpoints"), 3)
-    latest = checkpoints.latest_step()
-    expected_latest = (expected_step - 1) // 2 * 2
-    assert latest == (expected_latest or None)
-    if latest:
-        state, _ = _state(MLP(features=(8, 4)))
-        restored = checkpoints.restore(jax.device_get(state))
-        assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(restored.params))
+    config = _config(tmp_path, epochs=3, validation_fraction=0.0, checkpoint_every_steps=2, log_every_steps=3)
+    # Chunks of epoch 0 end at steps 2, 3, 4, 6, 8 and checkpoints are written at 2, 4, 6, 8. Poison an
+    # example of step 6's batch, taken from the documented shuffle: step 6 is the second step of chunk
+    # [4, 6) and a checkpoint step, so steps 2 and 4 are checkpointed, step 5 trains but is not saved.
+    nan_step = 6
+    poisoned = int(epoch_batch_indices(256, 32, config.seed, 0)[nan_step - 1, 7])
+    data.train["x"][poisoned, 0, 0, 0] = np.nan  # its batch's loss (and every later param) becomes NaN
+    model = MLP(features=(8, 4))
+    with pytest.raises(TrainingDivergedError, match=rf"at step {nan_step};.*Last good checkpoint: step 4 in"):
+        fit(config, model, data, losses.classification, experiment="test")
+    workdir = tmp_path / "run"
+    assert _checkpoint_steps(workdir) == [2, 4]  # nothing at or after the NaN step
+    # Oracle: the same run on the same (poisoned) data stopped after step 4, before it meets the NaN.
+    stopped = fit(_config(tmp_path, "stopped", epochs=3, validation_fraction=0.0, checkpoint_every_steps=2,
+                          log_every_steps=3, steps=4), model, data, losses.classification, experiment="test")
+    assert int(stopped.state.step) == 4
+    checkpoints = Checkpointer(str(workdir / "checkpoints"), 3)
+    try:
+        assert checkpoints.latest_step() == 4
+        restored = checkpoints.restore(jax.tree.map(np.zeros_like, stopped.state))  # structure only
+    finally:
+        checkpoints.close()
+    assert int(restored.step) == 4
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(restored.params))
+    chex.assert_trees_all_equal(restored.params, stopped.state.params)
+    chex.assert_trees_all_equal(restored.opt_state, stopped.state.opt_state)
+    chex.assert_trees_all_equal(restored.rng, stopped.state.rng)
 
 
 def test_resume_with_another_model_is_a_config_error(tmp_path):

@@ -26,7 +26,8 @@ from nnjax.config import TrainConfig
 from nnjax.data import epoch_batch_indices, prefetch
 from nnjax.errors import ConfigError
 from nnjax.models import MLP
-from nnjax.train import Parallel, create_train_state, fit, make_eval_step, make_train_step
+from nnjax.tasks import fit
+from nnjax.train import Parallel, create_train_state, make_eval_step, make_train_step
 from nnjax.train.steps import cast_floating
 
 B = 32

@@ -1,5 +1,6 @@
 """Flax modules grouped by family; every ``__call__`` takes ``(x, train: bool)``."""
 
+from nnjax.models.actor_critic import ActorCritic
 from nnjax.models.attention import MultiHeadAttention, multi_head_attention, scaled_dot_product_attention
 from nnjax.models.cnn import MnistCNN, SimpleCNN
 from nnjax.models.dynamic import DynamicClassifier, DynamicNetwork
@@ -19,6 +20,7 @@ from nnjax.models.transformer import EncoderBlock, TransformerClassifier, Transf
 from nnjax.models.unet import UNet
 
 __all__ = [
+    "ActorCritic",
     "BackpropMLP",
     "BagOfWords",
     "BasicBlock",

@@ -73,7 +73,7 @@ class BagOfWords(nn.Module):
 def predict_probabilities(apply_fn, params, ids_NxT: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Positive-class probabilities float32 [N] of a one-logit model in eval mode, ``batch_size`` texts at a time.
 
-    ``apply_fn(variables, ids, train=False)`` is e.g. ``FitResult.state.apply_fn``. Every batch is
+    ``apply_fn(variables, ids, train=False)`` is e.g. ``RunResult.state.apply_fn``. Every batch is
     padded to ``batch_size`` rows so the model compiles once.
     """
     if batch_size < 1:

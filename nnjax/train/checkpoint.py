@@ -1,22 +1,22 @@
-"""Orbax checkpoints of the host copy of a TrainState: save every N, keep N, resume the latest."""
+"""Orbax checkpoints of the host copy of a training state: save every N, keep N, resume the latest."""
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from nnjax.errors import ConfigError
-from nnjax.train.state import TrainState
 
 log = logging.getLogger(__name__)
 
 
 class Checkpointer:
-    """Saves TrainStates under ``directory/<step>`` and restores the latest one."""
+    """Saves training states (any pytree of host arrays) under ``directory/<step>`` and restores the latest one."""
 
     def __init__(self, directory: str, keep: int):
         self.directory = os.path.abspath(directory)
@@ -28,11 +28,11 @@ class Checkpointer:
         """Step of the newest complete checkpoint, or None."""
         return self._manager.latest_step()
 
-    def save(self, host_state: TrainState) -> None:
-        """Save a host (numpy) copy of the state, asynchronously; a later save or ``close`` waits for it."""
-        self._manager.save(int(host_state.step), args=ocp.args.StandardSave(host_state))
+    def save(self, host_state: Any, step: int) -> None:
+        """Save a host (numpy) copy of the state as ``step``, asynchronously; a later save or ``close`` waits for it."""
+        self._manager.save(step, args=ocp.args.StandardSave(host_state))
 
-    def restore(self, like: TrainState) -> TrainState:
+    def restore(self, like: Any) -> Any:
         """The latest checkpoint, with the structure, shapes and dtypes of ``like`` (host arrays)."""
         step = self.latest_step()
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)

@@ -15,10 +15,6 @@ pmap each device splits its own [B/devices] share into the micro-batches.
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import numpy as np
@@ -28,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from nnjax.config import PARALLEL_MODES, PRECISIONS
 from nnjax.errors import ConfigError
+from nnjax.train.compiled import Compiled
 from nnjax.train.state import TrainState
 from nnjax.train.steps import (
     Augment,
@@ -40,8 +37,6 @@ from nnjax.train.steps import (
     make_train_chunk,
     make_train_step,
 )
-
-log = logging.getLogger(__name__)
 
 
 class Parallel:
@@ -74,8 +69,7 @@ class Parallel:
                     f"use a multiple of {self.num_devices}"
                 )
         _check_micro_batches(mode, batch_size, self.num_devices, grad_accum_steps)
-        self.compile_seconds = 0.0
-        self._compiled: dict[Any, Any] = {}
+        self.compiled = Compiled()
         step = make_train_step(objective, "batch" if mode == "pmap" else None, augment, grad_accum_steps, precision)
         eval_step = make_eval_step(objective, "batch" if mode == "pmap" else None, precision)
         if mode == "none":
@@ -131,29 +125,23 @@ class Parallel:
         self.host_state = lambda state: jax.device_get(jax_utils.unreplicate(state))
         self._host_metrics = lambda m: jax.tree.map(lambda x: x[0], m)
 
-    def _call(self, name: str, fn: Callable, *args: Any) -> Any:
-        """Call ``fn`` through an executable compiled ahead of time for these argument shapes."""
-        key = (name, tuple(np.shape(leaf) for leaf in jax.tree.leaves(args[1:])))
-        if key not in self._compiled:
-            start = time.perf_counter()
-            self._compiled[key] = fn.lower(*args).compile()
-            seconds = time.perf_counter() - start
-            self.compile_seconds += seconds
-            log.info("compiled %s for %s in %.2f s", name, key[1], seconds)
-        return self._compiled[key](*args)
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds spent compiling this mode's steps so far."""
+        return self.compiled.seconds
 
     def train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         """One update on a placed batch; metrics are batch means (on device)."""
-        state, metrics = self._call("train_step", self._train_step, state, batch)
+        state, metrics = self.compiled("train_step", self._train_step, state, batch)
         return state, self._host_metrics(metrics)
 
     def train_chunk(self, state: TrainState, data: Batch, idx_CxB: np.ndarray) -> tuple[TrainState, Metrics]:
         """``C`` updates in one scan over placed ``data``; metrics [C] per step."""
-        return self._call("train_chunk", self._train_chunk, state, data, idx_CxB)
+        return self.compiled("train_chunk", self._train_chunk, state, data, idx_CxB)
 
     def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
         """Mask-weighted metric sums of one placed batch."""
-        return self._host_metrics(self._call("eval_step", self._eval_step, state, batch))
+        return self._host_metrics(self.compiled("eval_step", self._eval_step, state, batch))
 
 
 def _check_micro_batches(mode: str, batch_size: int, num_devices: int, grad_accum_steps: int) -> None:

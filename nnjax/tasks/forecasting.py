@@ -43,7 +43,7 @@ from nnjax.data.timeseries import (
 )
 from nnjax.errors import ConfigError
 from nnjax.optim import make_optimizer
-from nnjax.train import fit, planned_steps
+from nnjax.tasks.supervised import fit, planned_steps
 
 FRACTIONS = (0.7, 0.15, 0.15)
 WINDOWS = {"sine": 10, "sunspots": 22, "co2": 24}  # --window 0: the seed's 10; two sunspot / seasonal cycles

@@ -1,5 +1,5 @@
 """Adversarial training: WGAN-GP and non-saturating GAN losses, one jitted alternating step, and the
-loop (checkpoints, metric rows, progress bar) that every GAN experiment shares.
+``Adversarial`` task that runs it on the runner (``nnjax.train.runner``) for every GAN experiment.
 
 The step does ``n_critic`` critic updates in a ``lax.scan`` and then one generator update, with one
 Adam per network (WGAN-GP: lr 1e-4, betas (0.0, 0.9), 5 critic steps, penalty weight 10). Each
@@ -11,9 +11,6 @@ and closed-form targets (a 1-D Gaussian) use the same step and loop.
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,15 +20,11 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from nnjax import plots
-from nnjax.config import RunConfig, check_positive, prepare_workdir
+from nnjax.config import RunConfig, check_positive
 from nnjax.errors import ConfigError
-from nnjax.train.checkpoint import Checkpointer
-from nnjax.train.loop import run_steps
+from nnjax.train.runner import RunResult, Schedule, Task, run
 from nnjax.train.state import TrainState, create_train_state, model_variables
-from nnjax.train.writer import MetricWriter
 
-log = logging.getLogger(__name__)
 
 LOSSES = ("wasserstein", "nonsaturating")
 CriticFn = Callable[[jax.Array], jax.Array]
@@ -145,6 +138,11 @@ def sample_rows(data_NxD: jax.Array, key: jax.Array, n: int) -> jax.Array:
     return data_NxD[jax.random.randint(key, (n,), 0, data_NxD.shape[0])]
 
 
+def gaussian_sampler(mean: float, std: float) -> SampleReal:
+    """``sample_real(None, key, n)``: n samples [n, 1] of N(mean, std^2), a closed-form target (no data)."""
+    return lambda _, key, n: mean + std * jax.random.normal(key, (n, 1))
+
+
 def make_adversarial_step(
     config: AdversarialConfig, sample_real: SampleReal
 ) -> Callable[[GANState, Any], tuple[GANState, Metrics]]:
@@ -235,13 +233,40 @@ def score(critic: TrainState, x_BxD: jax.Array) -> jax.Array:
     return _apply(critic, critic.params, x_BxD, train=False)[0]
 
 
-@dataclasses.dataclass
-class AdversarialResult:
-    """What ``train_adversarial`` returns: the final host state, all metric rows and a summary."""
+class Adversarial(Task):
+    """The GAN alternation on the runner: one step is ``make_adversarial_step``'s ``n_critic`` critic updates
+    and one generator update; ``data`` is placed on the device once and passed to every step."""
 
-    state: GANState
-    history: list[dict[str, Any]]
-    summary: dict[str, Any]
+    curves_file = "losses.png"
+
+    def __init__(
+        self, config: AdversarialConfig, generator: nn.Module, critic: nn.Module, data: Any,
+        sample_real: SampleReal, sample_shape: tuple[int, ...],
+    ):
+        super().__init__()
+        self.config, self.generator, self.critic, self.sample_shape = config, generator, critic, sample_shape
+        self.data = jax.device_put(data)
+        self._step = jax.jit(make_adversarial_step(config, sample_real), donate_argnums=0)
+
+    def init_state(self) -> GANState:
+        key = jax.random.PRNGKey(self.config.seed)
+        return jax.device_get(create_gan_state(self.config, self.generator, self.critic, self.sample_shape, key))
+
+    def train_chunk(self, state: GANState, start: int, stop: int) -> tuple[GANState, Metrics]:
+        metrics = []
+        for _ in range(stop - start):
+            state, step_metrics = self.compiled("adversarial_step", self._step, state, self.data)
+            metrics.append(step_metrics)
+        return state, jax.tree.map(lambda *m: jnp.stack(m), *metrics)
+
+    def finish(self, state: GANState, rows: list[dict[str, Any]], workdir: str) -> dict[str, Any]:
+        last = next((row for row in reversed(rows) if row["kind"] == "train"), {})
+        return {
+            **{k.removeprefix("train_"): round(v, 4) for k, v in last.items() if k.startswith("train_")},
+            "n_critic": self.config.n_critic,
+            "loss": self.config.loss,
+            "gp_weight": self.config.gp_weight,
+        }
 
 
 def train_adversarial(
@@ -253,43 +278,17 @@ def train_adversarial(
     sample_shape: tuple[int, ...],
     experiment: str,
     **extra: Any,
-) -> AdversarialResult:
+) -> RunResult:
     """Train ``generator`` against ``critic`` for ``config.steps`` steps; resume from the run directory.
 
-    ``data`` (a pytree of arrays, or None) is placed on the device once and passed to every step;
-    ``sample_real(data, key, n)`` draws real samples [n, *sample_shape] from it. Writes config.json
-    (plus ``extra``), metrics.jsonl (one 'train' row of step means every ``log_every_steps``),
-    checkpoints of both networks, and ``losses.png``.
+    ``data`` (a pytree of arrays, or None) is what ``sample_real(data, key, n)`` draws real samples
+    [n, *sample_shape] from. Writes config.json (plus ``extra``), metrics.jsonl (one 'train' row of step
+    means every ``log_every_steps``), checkpoints of both networks (every ``checkpoint_every_steps``) and
+    ``losses.png``.
     """
-    workdir = prepare_workdir(config, experiment, **extra)
-    state = jax.device_get(create_gan_state(config, generator, critic, sample_shape, jax.random.PRNGKey(config.seed)))
-    checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-    resumed = checkpoints.latest_step() is not None
-    if resumed:
-        state = checkpoints.restore(state)
-    writer = MetricWriter(workdir, resume_step=int(state.step) if resumed else None)
-    data = jax.device_put(data)
-    tick = time.perf_counter()
-    step_fn = jax.jit(make_adversarial_step(config, sample_real), donate_argnums=0).lower(state, data).compile()
-    compile_s = time.perf_counter() - tick
-    try:
-        state, train_s = run_steps(
-            lambda state: step_fn(state, data), jax.device_put(state), int(state.step), config.steps,
-            config.log_every_steps, config.checkpoint_every_steps, checkpoints, writer,
-        )
-        plots.learning_curves(writer.rows, os.path.join(workdir, "losses.png"), title=f"{experiment}: adversarial losses")
-    finally:
-        checkpoints.close()
-        writer.close()
-    last = writer.rows[-1] if writer.rows else {}
-    summary = {
-        **{k.removeprefix("train_"): round(v, 4) for k, v in last.items() if k.startswith("train_")},
-        "steps": int(state.step),
-        "n_critic": config.n_critic,
-        "loss": config.loss,
-        "gp_weight": config.gp_weight,
-        "compile_s": round(compile_s, 2),
-        "train_time_s": round(train_s, 2),
-        "workdir": workdir,
-    }
-    return AdversarialResult(state=jax.device_get(state), history=writer.rows, summary=summary)
+    task = Adversarial(config, generator, critic, data, sample_real, sample_shape)
+    schedule = Schedule(
+        total_steps=config.steps, log_every=config.log_every_steps, checkpoint_every=config.checkpoint_every_steps,
+        keep_checkpoints=config.keep_checkpoints,
+    )
+    return run(task, schedule, config, experiment, title=f"{experiment}: adversarial losses", **extra)

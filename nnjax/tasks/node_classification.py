@@ -1,18 +1,15 @@
 """Full-batch semi-supervised node classification: every step sees the whole graph, and the loss is
 the cross-entropy over the labelled nodes only (Kipf & Welling / Veličković et al. training regime).
 
-``fit`` does not serve here (it batches examples and holds out a validation split, while one graph is
-one example whose nodes are split by masks), so this module is a small loop on the shared pieces:
-``TrainState``/``create_train_state``, ``make_optimizer``, ``Checkpointer``, ``MetricWriter``,
-``prepare_workdir`` and a tqdm bar. The step is jitted; the state's key is split once per step into
-the next key and the step's dropout key.
+Unlike ``fit`` (minibatches of examples, a held-out validation split), one graph is one example whose
+nodes are split by masks, so the ``FullBatchGraph`` task runs one jitted full-batch step per epoch
+on the runner (``nnjax.train.runner``). The state's key is split once per step into the next key and
+the step's dropout key.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 from typing import Any
 
 import flax.linen as nn
@@ -21,16 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nnjax import plots
-from nnjax.config import OPTIMIZERS, RunConfig, check_positive, prepare_workdir
+from nnjax.config import OPTIMIZERS, RunConfig, check_positive
 from nnjax.data.graphs import NodeClassification
 from nnjax.errors import ConfigError
 from nnjax.models.graph import Graph, add_self_loops
 from nnjax.optim import make_optimizer
-from nnjax.train.checkpoint import Checkpointer
-from nnjax.train.loop import run_steps
+from nnjax.train.runner import RunResult, Schedule, Task, run
 from nnjax.train.state import TrainState, create_train_state
-from nnjax.train.writer import MetricWriter
 
 Metrics = dict[str, jax.Array]
 
@@ -112,14 +106,47 @@ def to_graph(data: NodeClassification, self_loops: bool = True) -> Graph:
     return jax.device_put(Graph(data.nodes_NxF, senders_E.astype(np.int32), receivers_E.astype(np.int32)))
 
 
-@dataclasses.dataclass
-class NodeClassificationResult:
-    """The trained host state, final log-probabilities [N, classes], all metric rows and a summary."""
+class FullBatchGraph(Task):
+    """Full-batch semi-supervised training of ``model`` on one graph: a step per epoch on the labelled
+    nodes (dropout on), the test nodes evaluated (dropout off) after every chunk."""
 
-    state: TrainState
-    log_probs_NxC: np.ndarray
-    history: list[dict[str, Any]]
-    summary: dict[str, Any]
+    def __init__(self, config: NodeClassificationConfig, model: nn.Module, data: NodeClassification, self_loops: bool):
+        super().__init__()
+        self.config, self.model, self.data = config, model, data
+        self.graph = to_graph(data, self_loops)
+        self.labels_N = jnp.asarray(data.labels_N)
+        self.masks = {"train": jnp.asarray(data.train_mask_N), "test": jnp.asarray(data.test_mask_N)}
+        self._step = jax.jit(train_step, donate_argnums=0)
+        self._evaluate = jax.jit(evaluate)
+
+    def init_state(self) -> TrainState:
+        key = jax.random.PRNGKey(self.config.seed)
+        return jax.device_get(create_train_state(self.model, make_tx(self.config), self.graph, key))
+
+    def train_chunk(self, state: TrainState, start: int, stop: int) -> tuple[TrainState, Metrics]:
+        metrics = []
+        for _ in range(stop - start):
+            state, step_metrics = self.compiled(
+                "node_classification_step", self._step, state, self.graph, self.labels_N, self.masks["train"]
+            )
+            metrics.append(step_metrics)
+        return state, jax.tree.map(lambda *m: jnp.stack(m), *metrics)
+
+    def evaluation(self, state: TrainState) -> dict[str, float]:
+        """Evaluation-mode ``{train,test}_{loss,accuracy}``."""
+        metrics, _ = self.compiled("evaluate", self._evaluate, state, self.graph, self.labels_N, self.masks)
+        return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+    def log_metrics(self, state: TrainState) -> dict[str, float]:
+        return {k: v for k, v in self.evaluation(state).items() if k.startswith("test_")}
+
+    def finish(self, state: TrainState, rows: list[dict[str, Any]], workdir: str) -> dict[str, Any]:
+        return {
+            **{k: round(v, 4) for k, v in self.evaluation(jax.device_put(state)).items()},
+            "epochs": int(state.step),
+            "labelled_nodes": int(self.data.train_mask_N.sum()),
+            "test_nodes": int(self.data.test_mask_N.sum()),
+        }
 
 
 def train_node_classifier(
@@ -129,55 +156,19 @@ def train_node_classifier(
     experiment: str,
     self_loops: bool = True,
     **extra: Any,
-) -> NodeClassificationResult:
+) -> RunResult:
     """Train ``model`` (``model.apply(variables, graph, train)`` -> log-probs [N, classes]) on ``data``'s
     labelled nodes for ``config.epochs`` full-batch steps; resume from the run directory's checkpoint.
 
     Writes config.json (plus ``extra``), metrics.jsonl (every ``log_every_epochs`` a 'train' row with
     the mean loss/accuracy on the labelled nodes over those steps, dropout on, and a 'test' row with
-    the evaluation-mode loss/accuracy on the test nodes), checkpoints and ``learning_curves.png``.
-    The summary holds the final evaluation-mode train/test loss and accuracy.
+    the evaluation-mode loss/accuracy on the test nodes), checkpoints (every ``checkpoint_every_epochs``)
+    and ``learning_curves.png``. The summary holds the final evaluation-mode train/test loss and accuracy;
+    ``predict(result.state, to_graph(data))`` gives the final log-probabilities.
     """
-    workdir = prepare_workdir(config, experiment, data=data.name, **extra)
-    graph = to_graph(data, self_loops)
-    labels_N = jnp.asarray(data.labels_N)
-    masks = {"train": jnp.asarray(data.train_mask_N), "test": jnp.asarray(data.test_mask_N)}
-    state = jax.device_get(create_train_state(model, make_tx(config), graph, jax.random.PRNGKey(config.seed)))
-    checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-    resumed = checkpoints.latest_step() is not None
-    if resumed:
-        state = checkpoints.restore(state)
-    writer = MetricWriter(workdir, resume_step=int(state.step) if resumed else None)
-    tick = time.perf_counter()
-    step_fn = jax.jit(train_step, donate_argnums=0).lower(state, graph, labels_N, masks["train"]).compile()
-    eval_fn = jax.jit(evaluate)
-    compile_s = time.perf_counter() - tick
-    try:
-        state, train_s = run_steps(
-            lambda state: step_fn(state, graph, labels_N, masks["train"]), jax.device_put(state), int(state.step),
-            config.epochs, config.log_every_epochs, config.checkpoint_every_epochs, checkpoints, writer,
-            evaluate=lambda state: _test_metrics(eval_fn, state, graph, labels_N, masks), unit="epoch",
-        )
-        plots.learning_curves(writer.rows, os.path.join(workdir, "learning_curves.png"), title=f"{experiment} on {data.name}")
-    finally:
-        checkpoints.close()
-        writer.close()
-    final, log_probs_NxC = jax.device_get(eval_fn(state, graph, labels_N, masks))
-    summary = {
-        **{k: round(float(v), 4) for k, v in final.items()},
-        "epochs": int(state.step),
-        "labelled_nodes": int(data.train_mask_N.sum()),
-        "test_nodes": int(data.test_mask_N.sum()),
-        "compile_s": round(compile_s, 2),
-        "train_time_s": round(train_s, 2),
-        "workdir": workdir,
-    }
-    return NodeClassificationResult(
-        state=jax.device_get(state), log_probs_NxC=np.asarray(log_probs_NxC), history=writer.rows, summary=summary
+    task = FullBatchGraph(config, model, data, self_loops)
+    schedule = Schedule(
+        total_steps=config.epochs, log_every=config.log_every_epochs, checkpoint_every=config.checkpoint_every_epochs,
+        keep_checkpoints=config.keep_checkpoints, unit="epoch",
     )
-
-
-def _test_metrics(eval_fn: Any, state: TrainState, graph: Graph, labels_N: jax.Array, masks: dict[str, jax.Array]) -> dict[str, float]:
-    """The evaluation-mode ``test_*`` metrics of ``state`` (for the loop's 'test' rows)."""
-    evaluation, _ = jax.device_get(eval_fn(state, graph, labels_N, masks))
-    return {k: float(v) for k, v in evaluation.items() if k.startswith("test_")}
+    return run(task, schedule, config, experiment, title=f"{experiment} on {data.name}", data=data.name, **extra)

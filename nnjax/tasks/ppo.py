@@ -1,8 +1,9 @@
 """Proximal Policy Optimization (Schulman et al. 2017) on the pure-JAX CartPole, PureJaxRL style.
 
 The seed's ``PPOAgent`` (shared 256-256 ReLU trunk, softmax policy head, value head, clipped objective
-0.2, value loss 0.5, entropy bonus 0.01) becomes ``ActorCritic``; the whole training run is one
-jitted function ``train(key)`` made by ``make_train(config)``:
+0.2, value loss 0.5, entropy bonus 0.01) becomes ``nnjax.models.ActorCritic``. One update is
+``make_update(config)``; the whole training run is one jitted function ``train(key)`` made by
+``make_train(config)``:
 
     lax.scan over updates
         lax.scan over num_steps       rollout of num_envs vmapped environments (auto-reset)
@@ -12,23 +13,33 @@ jitted function ``train(key)`` made by ``make_train(config)``:
 
 so ``jax.vmap(make_train(config))(keys)`` trains several seeds at once. Truncated episodes (500
 steps) bootstrap from the value of the observation they ended in; terminated ones do not.
+
+``train_ppo(config, experiment)`` runs the same updates on the runner (``nnjax.train.runner``): the
+``PPO`` task runs ``log_every_updates`` updates of all ``seeds`` per jitted call (a ``lax.scan`` under
+``vmap``), so rows reach metrics.jsonl, TensorBoard and the progress bar while it trains, and the whole
+runner state (parameters, optimizer, environments, keys) is checkpointed between calls: a killed run
+resumes to the same final parameters and returns as one that was never stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nnjax import plots
 from nnjax.config import RunConfig, check_fraction, check_positive, parse_widths
+from nnjax.envs import cartpole
 from nnjax.errors import ConfigError
-from nnjax.rl import cartpole
+from nnjax.models.actor_critic import ActorCritic
+from nnjax.models.weights import save_params
+from nnjax.train.runner import RunResult, Schedule, Task, run
 
 ACTIVATIONS = ("tanh", "relu")
 
@@ -56,6 +67,11 @@ class PPOConfig(RunConfig):
     num_minibatches: int = 4
     hidden: str = "256,256"  # widths of the shared trunk
     activation: str = dataclasses.field(default="relu", metadata={"choices": ACTIVATIONS})  # the seed's ReLU
+    seeds: int = 1  # independent seeds trained at once (vmap), from --seed's key
+    target_return: float = 475.0  # the summary reports the env steps at which each seed first reaches it
+    log_every_updates: int = 1  # updates per jitted call: one metrics row each
+    checkpoint_every_updates: int = 50  # 0: only at the end
+    keep_checkpoints: int = 2
 
     @property
     def batch_size(self) -> int:
@@ -70,8 +86,10 @@ class PPOConfig(RunConfig):
     def validate(self) -> None:
         check_positive(
             self, "num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches",
-            "learning_rate", "max_grad_norm",
+            "learning_rate", "max_grad_norm", "seeds", "target_return", "log_every_updates", "keep_checkpoints",
         )
+        if self.checkpoint_every_updates < 0:
+            raise ConfigError(f"--checkpoint-every-updates must be >= 0 (0: only at the end), got {self.checkpoint_every_updates}")
         check_fraction(self, "clip_eps")
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -90,28 +108,6 @@ class PPOConfig(RunConfig):
             )
         parse_widths(self.hidden, "hidden")
         super().validate()
-
-
-class ActorCritic(nn.Module):
-    """Shared MLP trunk -> (action logits [..., num_actions], value [...]).
-
-    Orthogonal initialisation (gain sqrt(2) in the trunk, 0.01 for the policy head so the first
-    policy is near uniform, 1 for the value head), zero biases.
-    """
-
-    num_actions: int
-    hidden: tuple[int, ...] = (256, 256)
-    activation: str = "relu"
-
-    @nn.compact
-    def __call__(self, obs_BxD: jax.Array) -> tuple[jax.Array, jax.Array]:
-        act = {"tanh": nn.tanh, "relu": nn.relu}[self.activation]
-        h = obs_BxD
-        for width in self.hidden:
-            h = act(nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(h))
-        logits_BxA = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01), name="policy")(h)
-        value_B = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="value")(h)[..., 0]
-        return logits_BxA, value_B
 
 
 def gae(
@@ -179,23 +175,33 @@ def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
 
 
-def make_train(
-    config: PPOConfig, on_update: Callable[[np.ndarray], None] | None = None
-) -> Callable[[jax.Array], dict[str, Any]]:
-    """``train(key) -> {'params', 'metrics'}``: the whole PPO run as one jittable function of a PRNG key.
+Runner = tuple[Any, Any, jax.Array, Any, jax.Array]  # (params, opt_state, obs [N, D], env state, key)
 
-    ``metrics`` holds one entry per update ([num_updates]): ``episode_return`` (mean over the envs
-    of each env's last completed episode's return, 0 before any episode ended), ``completed_episodes``
-    (episodes that ended during the update's rollout), ``env_steps`` and the loss parts averaged over
-    the update's minibatches. ``on_update(update_index)`` is called on the host after every update
-    (``jax.debug.callback``; the index does not depend on the key, so under ``vmap`` it runs once per
-    update for all seeds) -- for a progress bar.
+
+def init_runner(config: PPOConfig, key: jax.Array) -> Runner:
+    """The state of one seed before its first update: fresh parameters and Adam state, ``num_envs``
+    reset environments and the key the updates split from."""
+    init_key, env_key, run_key = jax.random.split(key, 3)
+    params = make_network(config).init(init_key, jnp.zeros((1, cartpole.OBS_DIM)))["params"]
+    obs_NxD, env_state = jax.vmap(cartpole.log_reset)(jax.random.split(env_key, config.num_envs))
+    return params, make_optimizer(config).init(params), obs_NxD, env_state, run_key
+
+
+def make_update(
+    config: PPOConfig, on_update: Callable[[np.ndarray], None] | None = None
+) -> Callable[[Runner, jax.Array], tuple[Runner, dict[str, jax.Array]]]:
+    """``update(runner, update_index) -> (runner, metrics)``: one PPO update of one seed.
+
+    A rollout of ``num_steps`` steps in ``num_envs`` environments, GAE, then ``update_epochs`` epochs of
+    ``num_minibatches`` Adam steps. ``metrics``: ``episode_return`` (mean over the envs of each env's last
+    completed episode's return, 0 before any episode ended), ``completed_episodes`` (episodes that ended
+    during the rollout) and the loss parts averaged over the minibatches. ``on_update(update_index)`` is
+    called on the host after the update (``jax.debug.callback``; under ``vmap`` once for all seeds).
     """
     config.validate()
     network = make_network(config)
     optimizer = make_optimizer(config)
     minibatch_size = config.batch_size // config.num_minibatches
-    env_reset = jax.vmap(cartpole.log_reset)
     env_step = jax.vmap(cartpole.log_step)
 
     def rollout_step(carry, key):
@@ -251,18 +257,98 @@ def make_train(
         metrics = jax.tree.map(jnp.mean, parts) | {
             "episode_return": env_state.returned_episode_return.mean(),
             "completed_episodes": traj["returned_episode"].sum(),
-            "env_steps": (update_index + 1) * config.batch_size,
         }
         if on_update is not None:
             jax.debug.callback(on_update, update_index)
         return (params, opt_state, obs_NxD, env_state, key), metrics
 
+    return update_step
+
+
+def make_train(
+    config: PPOConfig, on_update: Callable[[np.ndarray], None] | None = None
+) -> Callable[[jax.Array], dict[str, Any]]:
+    """``train(key) -> {'params', 'metrics'}``: the whole PPO run as one jittable function of a PRNG key.
+
+    ``metrics`` holds ``make_update``'s metrics per update ([num_updates]) and ``env_steps``, the
+    environment steps after each update. ``on_update`` is ``make_update``'s progress callback.
+    """
+    update_step = make_update(config, on_update)
+
     def train(key: jax.Array) -> dict[str, Any]:
-        init_key, env_key, run_key = jax.random.split(key, 3)
-        params = network.init(init_key, jnp.zeros((1, cartpole.OBS_DIM)))["params"]
-        obs_NxD, env_state = env_reset(jax.random.split(env_key, config.num_envs))
-        runner = (params, optimizer.init(params), obs_NxD, env_state, run_key)
-        runner, metrics = jax.lax.scan(update_step, runner, jnp.arange(config.num_updates))
-        return {"params": runner[0], "metrics": metrics}
+        updates_U = jnp.arange(config.num_updates)
+        runner, metrics = jax.lax.scan(update_step, init_runner(config, key), updates_U)
+        return {"params": runner[0], "metrics": metrics | {"env_steps": (updates_U + 1) * config.batch_size}}
 
     return train
+
+
+def steps_to_target(return_U: np.ndarray, env_steps_U: np.ndarray, target: float) -> int | None:
+    """Environment steps at the first update whose mean episode return reaches ``target`` (None if never)."""
+    hits = np.flatnonzero(return_U >= target)
+    return int(env_steps_U[hits[0]]) if hits.size else None
+
+
+class PPO(Task):
+    """PPO on CartPole for ``config.seeds`` seeds at once: the state is ``init_runner``'s, stacked over
+    seeds; a chunk of updates is one jitted ``vmap`` over seeds of a ``lax.scan`` over updates."""
+
+    throughput_key = "env_steps_per_s"
+
+    def __init__(self, config: PPOConfig):
+        super().__init__()
+        self.config = config
+        self.examples_per_step = config.batch_size * config.seeds
+        update_step = make_update(config)
+
+        def chunk(runner_S: Runner, updates_C: jax.Array) -> tuple[Runner, dict[str, jax.Array]]:
+            runner_S, metrics_SxC = jax.vmap(lambda r: jax.lax.scan(update_step, r, updates_C))(runner_S)
+            return runner_S, jax.tree.map(lambda m: m.T, metrics_SxC)
+
+        self._chunk = jax.jit(chunk, donate_argnums=0)
+
+    def init_state(self) -> Runner:
+        keys = jax.random.split(jax.random.PRNGKey(self.config.seed), self.config.seeds)
+        return jax.device_get(jax.vmap(lambda key: init_runner(self.config, key))(keys))
+
+    def train_chunk(self, state: Runner, start: int, stop: int) -> tuple[Runner, dict[str, jax.Array]]:
+        return self.compiled("ppo_updates", self._chunk, state, jnp.arange(start, stop))
+
+    def row_fields(self, step: int) -> dict[str, Any]:
+        return {"env_steps": step * self.config.batch_size}
+
+    def finish(self, state: Runner, rows: list[dict[str, Any]], workdir: str) -> dict[str, Any]:
+        """Saves each seed's parameters (``params_seed<k>.msgpack``) and ``episode_returns.png``; reports each
+        seed's final return and the env steps at which it first reached ``target_return``."""
+        train = [row for row in rows if row["kind"] == "train"]
+        env_steps_U = np.array([row["env_steps"] for row in train])
+        return_SxU = np.array([row["train_episode_return_per_seed"] for row in train]).T
+        for seed in range(self.config.seeds):
+            save_params(os.path.join(workdir, f"params_seed{seed}.msgpack"), jax.tree.map(lambda x, k=seed: x[k], state[0]))
+        plots.episode_returns(
+            env_steps_U, return_SxU, self.config.target_return, os.path.join(workdir, "episode_returns.png"),
+            f"PPO on CartPole-v1 ({self.config.num_envs} envs x {self.config.num_steps} steps, "
+            f"lr {self.config.learning_rate:g})",
+        )
+        return {
+            "final_return": [float(r) for r in return_SxU[:, -1]],
+            "steps_to_target": [steps_to_target(r, env_steps_U, self.config.target_return) for r in return_SxU],
+            "target_return": self.config.target_return,
+            "env_steps": int(env_steps_U[-1]),
+            "seeds": self.config.seeds,
+        }
+
+
+def train_ppo(config: PPOConfig, experiment: str) -> RunResult:
+    """Train PPO as ``config`` says on the runner; resume from the run directory's newest checkpoint.
+
+    Writes config.json, metrics.jsonl (every ``log_every_updates`` updates a 'train' row: the means over
+    those updates and seeds, ``train_<metric>_per_seed``, ``env_steps``), TensorBoard, checkpoints every
+    ``checkpoint_every_updates``, ``learning_curves.png`` and what ``PPO.finish`` writes.
+    """
+    config.validate()
+    schedule = Schedule(
+        total_steps=config.num_updates, log_every=config.log_every_updates,
+        checkpoint_every=config.checkpoint_every_updates, keep_checkpoints=config.keep_checkpoints, unit="update",
+    )
+    return run(PPO(config), schedule, config, experiment, title=f"{experiment}: PPO on CartPole-v1")

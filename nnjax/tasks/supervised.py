@@ -1,0 +1,212 @@
+"""Supervised minibatch training, ``fit``: the ``Supervised`` task on the runner (``nnjax.train.runner``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+
+from nnjax.config import TrainConfig
+from nnjax.data import (
+    Dataset,
+    epoch_batch_indices,
+    num_examples,
+    num_validation,
+    padded_batches,
+    prefetch,
+    split_validation,
+    take,
+)
+from nnjax.errors import ConfigError
+from nnjax.optim import make_optimizer
+from nnjax.train.parallel import Parallel
+from nnjax.train.runner import RunResult, Schedule, Task, run
+from nnjax.train.state import TrainState, create_train_state
+from nnjax.train.steps import Augment, Objective
+
+log = logging.getLogger(__name__)
+
+MAX_SCAN_BYTES = 2 << 30  # training splits up to this size are kept on device for the scan fast path
+
+
+def schedule_of(config: TrainConfig, total_steps: int, steps_per_epoch: int) -> Schedule:
+    """The runner's ``Schedule`` for a supervised ``config``: a chunk every ``log_every_steps`` steps of an
+    epoch, checkpoints every ``checkpoint_every_steps`` steps and every ``checkpoint_every_epochs`` epochs."""
+    return Schedule(
+        total_steps=total_steps, log_every=config.log_every_steps, checkpoint_every=config.checkpoint_every_steps,
+        steps_per_epoch=steps_per_epoch, checkpoint_every_epochs=config.checkpoint_every_epochs,
+        keep_checkpoints=config.keep_checkpoints,
+    )
+
+
+def chunk_bounds(
+    epoch: int, steps_per_epoch: int, start: int, config: TrainConfig, stop: int | None = None
+) -> Iterator[tuple[int, int]]:
+    """Epoch-relative step ranges [a, b) of epoch ``epoch`` (0-based) from ``start`` to ``stop`` (default:
+    the epoch end) that ``fit`` runs as one chunk each: ``Schedule.chunks`` seen from inside one epoch."""
+    stop = steps_per_epoch if stop is None else stop
+    offset = epoch * steps_per_epoch
+    schedule = schedule_of(config, offset + stop, steps_per_epoch)
+    for a, b in schedule.chunks(offset + start):
+        yield a - offset, b - offset
+
+
+def planned_steps(config: TrainConfig, n_examples: int) -> int:
+    """The optimizer steps ``fit`` takes on a training split of ``n_examples`` (before it holds out
+    ``--validation-fraction``): ``--steps`` if set, else ``--epochs`` times the whole batches per epoch.
+    Size learning-rate schedules with it."""
+    n_train = n_examples - num_validation(n_examples, config.validation_fraction)
+    return config.steps or config.epochs * (n_train // config.batch_size)
+
+
+def evaluate(
+    parallel: Parallel, state: TrainState, split: dict[str, np.ndarray], batch_size: int, prefetch_size: int = 2
+) -> dict[str, float]:
+    """Exact means of every objective metric over ``split`` (padded batches [batch_size, ...], masked).
+
+    Up to ``prefetch_size`` batches are placed on the device ahead of the step (0: no thread).
+    """
+    totals = None
+    for batch in prefetch(padded_batches(split, batch_size), prefetch_size, parallel.place_batch):
+        sums = parallel.eval_step(state, batch)
+        totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+    totals = jax.device_get(totals)
+    count = totals.pop("count")
+    return {k: float(v / count) for k, v in totals.items()}
+
+
+class Supervised(Task):
+    """Minibatch training on a ``Dataset``'s training split (validation held out), as ``fit`` runs it.
+
+    Steps draw batches from the documented shuffle (``epoch_batch_indices(n, batch, seed, epoch)``);
+    a chunk runs in one ``lax.scan`` over the device-resident split when it fits (``MAX_SCAN_BYTES``)
+    and the parallel mode allows, else as one compiled step per prefetched batch.
+    """
+
+    def __init__(
+        self, config: TrainConfig, model: nn.Module, train: dict[str, np.ndarray], val: dict[str, np.ndarray] | None,
+        test: dict[str, np.ndarray], parallel: Parallel, tx: optax.GradientTransformation,
+    ):
+        super().__init__()
+        self.compiled = parallel.compiled
+        self.config, self.model, self.tx, self.parallel = config, model, tx, parallel
+        self.train, self.val, self.test = train, val, test
+        self.n_train = num_examples(train)
+        self.steps_per_epoch = self.n_train // config.batch_size
+        self.examples_per_step = config.batch_size
+        self.use_scan = (
+            config.scan_epoch and parallel.supports_scan and sum(a.nbytes for a in train.values()) <= MAX_SCAN_BYTES
+        )
+        self._device_train = None
+        self._epoch_indices: tuple[int, np.ndarray] | None = None
+
+    def init_state(self) -> TrainState:
+        key = jax.random.PRNGKey(self.config.seed)
+        return jax.device_get(create_train_state(self.model, self.tx, self.train["x"][: self.config.batch_size], key))
+
+    def place(self, host_state: TrainState) -> TrainState:
+        return self.parallel.place_state(host_state)
+
+    def fetch(self, state: TrainState) -> TrainState:
+        return self.parallel.host_state(state)
+
+    def batch_indices(self, start: int, stop: int) -> np.ndarray:
+        """Rows [C, B] of the training split for global steps ``start+1 .. stop`` (within one epoch)."""
+        epoch = start // self.steps_per_epoch
+        if self._epoch_indices is None or self._epoch_indices[0] != epoch:
+            idx = epoch_batch_indices(self.n_train, self.config.batch_size, self.config.seed, epoch)
+            self._epoch_indices = (epoch, idx)
+        offset = epoch * self.steps_per_epoch
+        return self._epoch_indices[1][start - offset : stop - offset]
+
+    def train_chunk(self, state: TrainState, start: int, stop: int) -> tuple[TrainState, dict[str, np.ndarray]]:
+        idx_CxB = self.batch_indices(start, stop)
+        if self.use_scan:
+            if self._device_train is None:
+                self._device_train = self.parallel.place_data(self.train)
+            return self.parallel.train_chunk(state, self._device_train, idx_CxB)
+        metrics = []
+        batches = (take(self.train, idx_B) for idx_B in idx_CxB)
+        for batch in prefetch(batches, self.config.prefetch, self.parallel.place_batch):
+            state, step_metrics = self.parallel.train_step(state, batch)
+            metrics.append(step_metrics)
+        return state, jax.tree.map(lambda *m: np.stack(m), *jax.device_get(metrics))
+
+    def epoch_metrics(self, state: TrainState) -> dict[str, float]:
+        if self.val is None:
+            return {}
+        means = evaluate(self.parallel, state, self.val, self.config.eval_batch_size, self.config.prefetch)
+        return {f"val_{k}": v for k, v in means.items()}
+
+    def final_metrics(self, state: TrainState) -> dict[str, float]:
+        means = evaluate(self.parallel, state, self.test, self.config.eval_batch_size, self.config.prefetch)
+        return {f"test_{k}": v for k, v in means.items()}
+
+    def finish(self, state: TrainState, rows: list[dict[str, Any]], workdir: str) -> dict[str, Any]:
+        last_epoch = next((row for row in reversed(rows) if row["kind"] == "epoch"), {})
+        return {
+            **{k: round(v, 4) for k, v in last_epoch.items() if k.startswith("val_")},
+            "train_examples": self.n_train,
+            "epochs": _epochs(int(state.step), self.steps_per_epoch),
+            "parallel": self.config.parallel,
+            "grad_accum_steps": self.config.grad_accum_steps,
+            "precision": self.config.precision,
+        }
+
+
+def fit(
+    config: TrainConfig,
+    model: nn.Module,
+    data: Dataset,
+    objective: Objective,
+    experiment: str,
+    tx: optax.GradientTransformation | None = None,
+    augment: Augment | None = None,
+) -> RunResult:
+    """Train ``model`` on ``data`` to minimise ``objective`` as ``config`` says; resume if possible.
+
+    The ``Supervised`` task on the runner (``nnjax.train.runner.run``): writes ``config.json``,
+    ``metrics.jsonl``, TensorBoard events, checkpoints and ``learning_curves.png`` into the run
+    directory, and evaluates on the test split at the end.
+    ``tx`` overrides the optimizer named by ``config.optimizer``; ``augment(key, batch) -> batch``
+    (e.g. ``nnjax.scratch.regularization.augmentation('mixup', K)``) transforms every training batch
+    inside the jitted step, never validation or test batches.
+
+    The run trains ``config.steps`` steps if > 0 (its last epoch partial), else ``config.epochs``
+    whole epochs; ``config.grad_accum_steps`` and ``config.precision`` configure the train/eval
+    steps (``nnjax.train.steps``), and ``config.prefetch`` batches are placed ahead on the loop path.
+    """
+    if config.validation_fraction > 0:
+        train, val = split_validation(data.train, config.validation_fraction, config.seed)
+    else:
+        train, val = data.train, None
+    n_train = num_examples(train)
+    if n_train // config.batch_size == 0:
+        raise ConfigError(f"--batch-size {config.batch_size} is larger than the {n_train} training examples")
+    parallel = Parallel(
+        config.parallel, objective, config.batch_size, config.eval_batch_size, augment,
+        config.grad_accum_steps, config.precision,
+    )
+    task = Supervised(
+        config, model, train, val, data.test, parallel, tx or make_optimizer(config.optimizer, config.learning_rate)
+    )
+    schedule = schedule_of(config, planned_steps(config, num_examples(data.train)), task.steps_per_epoch)
+    log.info(
+        "training %d steps (%d per epoch, batch %d) on %d examples, %s, parallel=%s",
+        schedule.total_steps, task.steps_per_epoch, config.batch_size, n_train,
+        "epoch chunks in lax.scan on device" if task.use_scan else "one jitted step per batch", config.parallel,
+    )
+    result = run(task, schedule, config, experiment, title=f"{experiment} on {data.name}", data_source=data.source)
+    result.summary = {"data": data.name, **result.summary}
+    return result
+
+
+def _epochs(steps: int, steps_per_epoch: int) -> int | float:
+    """Epochs that ``steps`` steps cover: an int when whole, else rounded to 3 decimals (e.g. 2.5)."""
+    whole, rest = divmod(steps, steps_per_epoch)
+    return whole if rest == 0 else round(steps / steps_per_epoch, 3)
