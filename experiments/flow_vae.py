@@ -25,13 +25,12 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from nnjax import cli, losses, plots
 from nnjax.config import TrainConfig, check_positive
-from nnjax.data import Dataset, load_dataset
+from nnjax.data import Dataset, load_dataset, predict_batched
 from nnjax.errors import ConfigError
 from nnjax.models.flows import FlowVAE, importance_weighted_bound
 from nnjax.tasks import fit
@@ -92,14 +91,8 @@ def mean_iwae(model: FlowVAE, variables, x_NxHxWxC: np.ndarray, config: Config) 
     """Mean importance-weighted bound (nats per image) over ``x``, ``config.iwae_samples`` samples each."""
     bound = jax.jit(lambda v, x, key: importance_weighted_bound(model, v, x, key, config.iwae_samples))
     keys = jax.random.split(jax.random.PRNGKey(config.seed + 1), math.ceil(len(x_NxHxWxC) / config.iwae_batch_size))
-    total = 0.0
-    for i, key in enumerate(tqdm(keys, desc="IWAE", unit="batch")):
-        x = x_NxHxWxC[i * config.iwae_batch_size : (i + 1) * config.iwae_batch_size]
-        rows = len(x)
-        if rows < config.iwae_batch_size:  # pad the last batch to the compiled shape, count only real rows
-            x = np.concatenate([x, np.zeros((config.iwae_batch_size - rows, *x.shape[1:]), x.dtype)])
-        total += float(jnp.sum(bound(variables, x, key)[:rows]))
-    return total / len(x_NxHxWxC)
+    bound_N = predict_batched(lambda batch, i: bound(variables, batch["x"], keys[i]), {"x": x_NxHxWxC}, config.iwae_batch_size)
+    return float(np.mean(bound_N, dtype=np.float64))
 
 
 def save_figures(model: FlowVAE, variables, x_test: np.ndarray, workdir: str, config: Config) -> None:

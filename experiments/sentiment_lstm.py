@@ -24,8 +24,8 @@ from nnjax.config import TrainConfig, check_fraction, check_positive
 from nnjax.data import Dataset
 from nnjax.data.sentiment import CLASS_NAMES, SENTIMENT_DATA, load_sentiment
 from nnjax.errors import ConfigError
-from nnjax.models.text import SentimentLSTM, predict_probabilities
-from nnjax.tasks import fit
+from nnjax.models.text import SentimentLSTM
+from nnjax.tasks import fit, predict_probabilities
 from nnjax.train import RunResult
 
 

@@ -34,10 +34,9 @@ from nnjax.config import check_divisible, check_positive
 from nnjax.data.sentiment import CLASS_NAMES, encode_texts, load_sentiment
 from nnjax.data.text import Vocabulary
 from nnjax.errors import ConfigError, DataUnavailableError
-from nnjax.models.text import predict_probabilities
 from nnjax.models.transformer import ACTIVATIONS, NORMS, POOLINGS, POSITIONALS, TransformerClassifier
 from nnjax.models.weights import load_params, save_params
-from nnjax.tasks import fit
+from nnjax.tasks import fit, predict_probabilities
 
 WEIGHTS_FILE, VOCAB_FILE = "classifier.msgpack", "vocab.json"
 

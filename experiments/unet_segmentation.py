@@ -41,7 +41,7 @@ from nnjax.data import (
     dihedral_augment,
     load_nuclei,
     load_shapes,
-    padded_batches,
+    predict_batched,
 )
 from nnjax.errors import ConfigError, DataUnavailableError
 from nnjax.models.layers import CONV_IMPLS
@@ -107,8 +107,7 @@ def predict_masks(model: UNet, state: TrainState, x_NxHxWx1: np.ndarray, batch_s
     """Hard masks ``mask logits > 0`` as bool [N, H, W], in padded batches of ``batch_size``."""
     variables = model_variables(state.params, state.batch_stats)
     predict = jax.jit(lambda v, x: model.apply(v, x, train=False)["mask"][..., 0] > 0)
-    masks = [np.asarray(predict(variables, b["x"]))[b["mask"] > 0] for b in padded_batches({"x": x_NxHxWx1}, batch_size)]
-    return np.concatenate(masks)
+    return predict_batched(lambda batch, _: predict(variables, batch["x"]), {"x": x_NxHxWx1}, batch_size)
 
 
 def main(config: Config) -> dict:

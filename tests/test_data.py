@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nnjax.data import epoch_batch_indices, load_dataset, padded_batches, split_validation
+from nnjax.data import epoch_batch_indices, load_dataset, padded_batches, predict_batched, split_validation
 from nnjax.data import registry, sources
 from nnjax.errors import ConfigError, DataUnavailableError
 
@@ -416,3 +416,19 @@ def test_padded_batches_cover_each_example_once(n, batch_size):
     # masked sums are exact: the weighted total equals the plain total over the split
     total = sum(float((b["x"][:, 0] * b["mask"]).sum()) for b in batches)
     assert total == pytest.approx(float(split["x"][:, 0].sum()))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 60), batch_size=st.integers(1, 25))
+def test_predict_batched_sees_full_batches_and_returns_each_real_row_once(n, batch_size):
+    split = {"x": np.arange(n * 3, dtype=np.float32).reshape(n, 3)}
+    calls = []
+
+    def fn(batch, i):
+        calls.append((i, batch["x"].shape))
+        return {"sum": batch["x"].sum(axis=1), "x2": 2 * batch["x"]}
+
+    out = predict_batched(fn, split, batch_size)
+    assert calls == [(i, (batch_size, 3)) for i in range(-(-n // batch_size))]  # one compiled shape
+    np.testing.assert_array_equal(out["sum"], split["x"].sum(axis=1))
+    np.testing.assert_array_equal(out["x2"], 2 * split["x"])

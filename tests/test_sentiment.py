@@ -18,7 +18,8 @@ from nnjax import cli, losses
 from nnjax.data.sentiment import build_text_dataset, load_sentiment, stratified_holdout
 from nnjax.data.text import PAD_ID, UNK_ID, tokenize
 from nnjax.errors import DataUnavailableError
-from nnjax.models.text import BagOfWords, SentimentLSTM, predict_probabilities
+from nnjax.models.text import BagOfWords, SentimentLSTM
+from nnjax.tasks import predict_probabilities
 
 POSITIVE = ("great", "wonderful", "superb", "moving", "brilliant")
 NEGATIVE = ("awful", "terrible", "boring", "dull", "dreadful")

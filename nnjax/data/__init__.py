@@ -5,6 +5,7 @@ from nnjax.data.pipeline import (
     num_examples,
     num_validation,
     padded_batches,
+    predict_batched,
     split_validation,
     take,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "num_examples",
     "num_validation",
     "padded_batches",
+    "predict_batched",
     "prefetch",
     "register",
     "split_validation",

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import jax
 import numpy as np
 
 Split = dict[str, np.ndarray]
+
+
+def predict_batched(fn: Callable[[Split, int], Any], split: Split, batch_size: int) -> Any:
+    """``fn(batch, i)`` on every example of ``split`` once; the outputs of real rows, concatenated [N, ...].
+
+    Batch ``i`` is ``padded_batches``' i-th: always ``batch_size`` rows (so a jitted ``fn`` compiles
+    once), padding rows dropped from its outputs (a pytree of arrays with leading axis ``batch_size``).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    outputs = []
+    for i, batch in enumerate(padded_batches(split, batch_size)):
+        real = batch.pop("mask") > 0
+        outputs.append(jax.tree.map(lambda y: np.asarray(y)[real], fn(batch, i)))
+    return jax.tree.map(lambda *ys: np.concatenate(ys), *outputs)
 
 
 def num_examples(split: Split) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from nnjax.models.layers import masked_mean, padding_mask
 from nnjax.data.text import PAD_ID
@@ -68,22 +67,3 @@ class BagOfWords(nn.Module):
         if self.hidden:
             h_BxE = nn.relu(nn.Dense(self.hidden)(h_BxE))
         return nn.Dense(1)(h_BxE)
-
-
-def predict_probabilities(apply_fn, params, ids_NxT: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Positive-class probabilities float32 [N] of a one-logit model in eval mode, ``batch_size`` texts at a time.
-
-    ``apply_fn(variables, ids, train=False)`` is e.g. ``RunResult.state.apply_fn``. Every batch is
-    padded to ``batch_size`` rows so the model compiles once.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    ids_NxT = np.asarray(ids_NxT)
-    n = len(ids_NxT)
-    predict = jax.jit(lambda x: jax.nn.sigmoid(apply_fn({"params": params}, x, train=False)[:, 0]))
-    out = []
-    for start in range(0, n, batch_size):
-        chunk = ids_NxT[start : start + batch_size]
-        padded = np.concatenate([chunk, np.full((batch_size - len(chunk), ids_NxT.shape[1]), PAD_ID, ids_NxT.dtype)])
-        out.append(np.asarray(predict(padded))[: len(chunk)])
-    return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -29,7 +29,7 @@ import optax
 
 from nnjax import losses, metrics, plots
 from nnjax.config import TrainConfig, check_positive
-from nnjax.data import Dataset, num_examples
+from nnjax.data import Dataset, num_examples, predict_batched
 from nnjax.data.timeseries import (
     SERIES,
     MinMaxScaler,
@@ -186,7 +186,7 @@ def run_forecast(config: ForecastConfig, model: nn.Module, experiment: str, labe
 
     predict = jax.jit(lambda x: model.apply({"params": result.state.params}, x))
     report = {
-        name: to_series_units(windows, part, np.asarray(predict(windows.inputs[part]["x"]))[:, 0])
+        name: to_series_units(windows, part, predict_batched(lambda b, _: predict(b["x"])[:, 0], windows.inputs[part], config.eval_batch_size))
         for part, name in ((1, "val"), (2, "test"))
     }
     actual, forecast, naive = report["test"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -18,6 +18,7 @@ from nnjax.data import (
     num_examples,
     num_validation,
     padded_batches,
+    predict_batched,
     prefetch,
     split_validation,
     take,
@@ -210,3 +211,13 @@ def _epochs(steps: int, steps_per_epoch: int) -> int | float:
     """Epochs that ``steps`` steps cover: an int when whole, else rounded to 3 decimals (e.g. 2.5)."""
     whole, rest = divmod(steps, steps_per_epoch)
     return whole if rest == 0 else round(steps / steps_per_epoch, 3)
+
+
+def predict_probabilities(apply_fn: Callable, params: Any, x_NxT: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Positive-class probabilities float32 [N] of a one-logit model in eval mode, ``batch_size`` rows at a time.
+
+    ``apply_fn(variables, x, train=False)`` is e.g. ``RunResult.state.apply_fn``; batches are padded to
+    ``batch_size`` rows (``nnjax.data.predict_batched``) so the model compiles once.
+    """
+    predict = jax.jit(lambda x: jax.nn.sigmoid(apply_fn({"params": params}, x, train=False)[:, 0]))
+    return predict_batched(lambda batch, _: predict(batch["x"]), {"x": np.asarray(x_NxT)}, batch_size)
