@@ -3,7 +3,7 @@
     python -m experiments.quantum_bell
     python -m experiments.quantum_bell --shots 10000 --num-qubits 3 --seed 1
 
-The seed runs Qiskit's ``qasm_simulator``; here the circuit runs on ``nnjax.quantum``'s JAX
+The seed runs Qiskit's ``qasm_simulator``; here the circuit runs on ``nnjax.apps.quantum``'s JAX
 state-vector simulator and the shots are drawn from the exact outcome probabilities. With more than
 two qubits the extra qubits stay in ``|0>`` (the seed's register is ``num_qubits`` wide; the Bell pair is
 always q0, q1). Bitstrings are big-endian (``'q0 q1 ...'``); ``qiskit_counts`` gives Qiskit's
@@ -19,7 +19,8 @@ import sys
 import jax
 import numpy as np
 
-from nnjax import cli, plots, quantum
+from nnjax import cli, plots
+from nnjax.apps import quantum
 from nnjax.config import RunConfig, check_positive, prepare_workdir
 from nnjax.errors import ConfigError
 

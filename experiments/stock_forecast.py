@@ -29,9 +29,10 @@ import sys
 import jax
 import numpy as np
 
-from nnjax import cli, finance, losses, metrics, plots
+from nnjax import cli, losses, metrics, plots
+from nnjax.apps import finance
 from nnjax.config import TrainConfig, check_divisible, check_fraction, check_positive
-from nnjax.data import Dataset
+from nnjax.data import Dataset, predict_batched
 from nnjax.data.prices import SYMBOLS, bokeh_stocks_path, load_stock, make_stock_dataset
 from nnjax.errors import ConfigError
 from nnjax.models.forecast import POOLINGS, StockForecaster
@@ -107,9 +108,7 @@ def main(config: Config) -> dict:
     predict = jax.jit(lambda x: model.apply({"params": result.state.params}, x))
     report = {}
     for name in ("val", "test"):
-        predicted_N = np.concatenate(
-            [np.asarray(predict(chunk))[:, 0] for chunk in np.array_split(stocks.splits[name]["x"], 4)]
-        ) * scale
+        predicted_N = predict_batched(lambda batch, _: predict(batch["x"])[:, 0], stocks.splits[name], config.eval_batch_size) * scale
         actual_N = stocks.next_return[name]
         report[name] = {
             "mse": float(metrics.mse(predicted_N, actual_N)),

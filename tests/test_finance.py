@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.image import imread
 
-from nnjax import finance, plots
-
-pd = pytest.importorskip("pandas")
+from nnjax import plots
+from nnjax.apps import finance
 
 
 def _random_walk(seed: int, length: int = 60) -> np.ndarray:
@@ -87,6 +86,7 @@ def test_rsi_matches_a_loop_of_wilders_formula(seed, period):
 
 
 def test_ema_and_macd_match_pandas():
+    pd = pytest.importorskip("pandas")
     prices = _random_walk(3)
     series = pd.Series(prices)
     for span in (1, 5, 12):

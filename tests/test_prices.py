@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from experiments import stock_forecast
-from nnjax import cli, finance
+from nnjax import cli
+from nnjax.apps import finance
 from nnjax.data import prices
 from nnjax.errors import DataUnavailableError
 from nnjax.models.forecast import StockForecaster

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 
 from experiments import quantum_bell
-from nnjax import quantum
+from nnjax.apps import quantum
 
 I2 = np.eye(2)
 P0, P1 = np.diag([1.0, 0.0]), np.diag([0.0, 1.0])  # |0><0|, |1><1|

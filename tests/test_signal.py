@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from scipy.signal import get_window
 
 from experiments import signal_features
-from nnjax import signal
+from nnjax.apps import signal_features as signal
 
 SAMPLE_RATE, N, HOP, FRAMES = 6400.0, 64, 16, 8
 BLOCK = N + (FRAMES - 1) * HOP

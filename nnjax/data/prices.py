@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from nnjax import finance
+from nnjax.apps import finance
 from nnjax.data.sources import package_dir
 from nnjax.data.timeseries import MinMaxScaler, time_split
 from nnjax.errors import DataUnavailableError

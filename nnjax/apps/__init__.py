@@ -1,0 +1,1 @@
+"""Domain tools built on nnjax: finance, quantum circuits, signal features."""
