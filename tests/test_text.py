@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from nnjax.data import text
 from nnjax.data.text import PAD_ID, UNK_ID, Vocabulary, pad_sequences, tokenize
 from nnjax.errors import DataUnavailableError
+from nnjax.models import layers
 
 WORDS = st.text(alphabet="abcdéz", min_size=1, max_size=6)
 
@@ -92,6 +93,14 @@ def test_pad_sequences_keras_semantics(id_lists, max_len, truncating, padding):
         if len(positions):
             assert positions[0] == (0 if padding == "post" else max_len - len(kept))
             assert (np.diff(positions) == 1).all()
+
+
+def test_models_mask_exactly_the_padding_the_vocabulary_writes():
+    """The models keep their own PAD_ID (they import no data module); it must be the vocabulary's."""
+    vocab = Vocabulary.build([["a", "b"], ["b"]])
+    assert vocab.id_of("<pad>") == PAD_ID == layers.PAD_ID
+    ids, mask = pad_sequences([vocab.encode(["a", "b"]).tolist(), vocab.encode(["b"]).tolist()], 4)
+    np.testing.assert_array_equal(np.asarray(layers.padding_mask(ids)), mask)
 
 
 def test_pad_sequences_rejects_bad_arguments():

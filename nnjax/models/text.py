@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 
 from nnjax.models.layers import masked_mean, padding_mask
-from nnjax.data.text import PAD_ID
 from nnjax.models.recurrent import LSTM
 
 
