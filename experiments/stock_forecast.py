@@ -71,22 +71,6 @@ class Config(TrainConfig):
         check_fraction(self, "dropout")
 
 
-def trading_report(prices_N1: np.ndarray, positions_N: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
-    """Backtest of holding ``positions_N`` (decided at the first N of the N + 1 prices).
-
-    Returns ({sharpe, max_drawdown, annual_return, win_rate (of the days in the market), final_equity},
-    the equity curve [N + 1]). Sharpe and win rate are NaN for a strategy that is never in the market.
-    """
-    result = finance.backtest(prices_N1, np.append(positions_N, 0.0))
-    return {
-        "sharpe": finance.sharpe_ratio(result.returns_T1),
-        "max_drawdown": finance.max_drawdown(result.equity_T),
-        "annual_return": finance.annual_return(result.equity_T),
-        "win_rate": finance.win_rate(result.returns_T1, positions_N > 0),
-        "final_equity": float(result.equity_T[-1]),
-    }, result.equity_T
-
-
 def main(config: Config) -> dict:
     try:
         prices = load_stock(config.symbol, config.csv)
@@ -118,8 +102,8 @@ def main(config: Config) -> dict:
             "up_day_fraction": float(np.mean(actual_N > 0)),
             "long_fraction": float(np.mean(predicted_N > 0)),
         }
-    model_trading, model_equity = trading_report(stocks.prices["test"], (predicted_N > 0).astype(np.float64))
-    hold_trading, hold_equity = trading_report(stocks.prices["test"], np.ones_like(predicted_N))
+    model_trading, model_equity = finance.trading_report(stocks.prices["test"], (predicted_N > 0).astype(np.float64))
+    hold_trading, hold_equity = finance.trading_report(stocks.prices["test"], np.ones_like(predicted_N))
 
     workdir = result.summary["workdir"]
     days_N = stocks.days["test"]

@@ -163,3 +163,30 @@ def test_equity_curves_plot(tmp_path):
     prices = _random_walk(5)
     curves = {"buy and hold": finance.backtest(prices, np.ones(60)).equity_T, "flat": np.ones(60)}
     assert imread(plots.equity_curves(curves, str(tmp_path / "equity.png"))).ndim == 3
+
+
+def test_trading_report_matches_a_day_by_day_loop():
+    prices = list(_random_walk(6, length=41))
+    positions = [float(i % 3 != 0) for i in range(40)]  # in the market two days of three
+    wealth, equity, daily, wins = 1.0, [1.0], [], []
+    for t, held in enumerate(positions):
+        step = held * (prices[t + 1] / prices[t] - 1.0)
+        wealth *= 1.0 + step
+        equity.append(wealth)
+        daily.append(step)
+        if held > 0:
+            wins.append(step > 0)
+    drawdown = max(1.0 - e / max(equity[: i + 1]) for i, e in enumerate(equity))
+    report, curve = finance.trading_report(np.array(prices), np.array(positions))
+    np.testing.assert_allclose(curve, equity, rtol=1e-12)
+    assert report == pytest.approx({
+        "sharpe": math.sqrt(252) * statistics.mean(daily) / statistics.stdev(daily),
+        "max_drawdown": drawdown,
+        "annual_return": wealth ** (252 / 40) - 1.0,
+        "win_rate": sum(wins) / len(wins),
+        "final_equity": wealth,
+    }, rel=1e-10)
+    flat, _ = finance.trading_report(np.array(prices), np.zeros(40))
+    assert math.isnan(flat["sharpe"]) and math.isnan(flat["win_rate"]) and flat["final_equity"] == 1.0
+    with pytest.raises(ValueError, match="one more day"):
+        finance.trading_report(np.array(prices), np.ones(41))

@@ -6,6 +6,9 @@ Days at which a window is still incomplete hold NaN (``sma``, ``rsi``, ``returns
 averages ``ema`` and ``macd`` are seeded with the first price and are defined from day 0, as
 ``pandas.Series.ewm(span=..., adjust=False).mean()``. Drop the leading NaN rows (or the first
 ``warmup`` days) before training.
+
+Shape suffixes: ``_T`` a series of T days (``_T1``: its T - 1 day-to-day steps), ``_N`` N days of
+returns or positions (``_N1``: the N + 1 prices they span).
 """
 
 from __future__ import annotations
@@ -169,6 +172,27 @@ def win_rate(daily_returns_N: Any, in_market_N: Any = None) -> float:
     if not in_market.any():
         return float("nan")
     return float(np.mean(r[in_market] > 0))
+
+
+def trading_report(prices_N1: Any, positions_N: Any, periods: int = 252) -> tuple[dict[str, float], np.ndarray]:
+    """Backtest of holding ``positions_N[t]`` from day t to t+1 over N + 1 prices ``prices_N1``.
+
+    Returns (``{sharpe, max_drawdown, annual_return, win_rate, final_equity}``, the equity curve
+    [N + 1]); the win rate counts the days with a position > 0. Sharpe and win rate are NaN for a
+    strategy that is never in the market.
+    """
+    prices = _series(prices_N1, "prices_N1", min_length=2)
+    positions = _series(positions_N, "positions_N")
+    if len(prices) != len(positions) + 1:
+        raise ValueError(f"prices_N1 must have one more day than positions_N ({len(positions)}), got {len(prices)}")
+    result = backtest(prices, np.append(positions, 0.0))
+    return {
+        "sharpe": sharpe_ratio(result.returns_T1, periods),
+        "max_drawdown": max_drawdown(result.equity_T),
+        "annual_return": annual_return(result.equity_T, periods),
+        "win_rate": win_rate(result.returns_T1, positions > 0),
+        "final_equity": float(result.equity_T[-1]),
+    }, result.equity_T
 
 
 def directional_accuracy(pred_returns_N: Any, true_returns_N: Any) -> float:
