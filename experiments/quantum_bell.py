@@ -39,26 +39,6 @@ class Config(RunConfig):
         super().validate()
 
 
-def count_histogram(counts: dict[str, int], probs: dict[str, float], shots: int, path: str, title: str) -> str:
-    """Bar chart of measured counts per bitstring with the expected count ``shots * p`` marked; returns ``path``.
-
-    Every outcome gets a bar when there are at most 16 (zeros show), else only those seen or possible."""
-    from matplotlib.figure import Figure
-
-    labels = sorted(probs) if len(probs) <= 16 else sorted(set(counts) | {k for k, p in probs.items() if p > 1e-9})
-    fig = Figure(figsize=(max(4, 0.8 * len(labels) + 2), 4))
-    ax = fig.subplots()
-    bars = ax.bar(labels, [counts.get(k, 0) for k in labels], color="tab:blue", label="measured")
-    ax.bar_label(bars)
-    ax.scatter(labels, [shots * probs.get(k, 0.0) for k in labels], color="tab:red", marker="_", s=600, label="expected")
-    ax.set_xlabel("outcome |q0 q1 ...>")
-    ax.set_ylabel(f"count of {shots} shots")
-    ax.set_ylim(0, 1.25 * max(max(counts.values()), shots * max(probs.values())))
-    ax.set_title(title)
-    ax.legend(loc="upper center", ncol=2)
-    return plots.save_figure(fig, path)
-
-
 def main(config: Config) -> dict:
     workdir = prepare_workdir(config, "quantum_bell")
     state = quantum.run_circuit(quantum.BELL, config.num_qubits)
@@ -67,7 +47,7 @@ def main(config: Config) -> dict:
     counts = quantum.sample_counts(state, jax.random.key(config.seed), config.shots)
     zero_label = "0" * config.num_qubits
     z_score = (counts.get(zero_label, 0) - config.shots / 2) / np.sqrt(config.shots / 4)
-    count_histogram(counts, probs, config.shots, os.path.join(workdir, "histogram.png"), "Bell state (H q0, CX q0->q1)")
+    plots.count_histogram(counts, probs, config.shots, os.path.join(workdir, "histogram.png"), "Bell state (H q0, CX q0->q1)")
     return {
         "circuit": [[name, list(qubits)] for name, qubits in quantum.BELL],
         "num_qubits": config.num_qubits,

@@ -3,7 +3,7 @@
     python -m experiments.signal_features
     python -m experiments.signal_features --duration-s 30 --noise-std 0.3 --frame-length 512 --hop 128
 
-A synthetic 16 kHz stream -- a linear chirp from ``--f-start`` to ``--f-end`` Hz of amplitude
+A synthetic 16 kHz stream (``nnjax.apps.signal_features.chirp_chunks``) -- a linear chirp from ``--f-start`` to ``--f-end`` Hz of amplitude
 ``--amplitude`` plus white Gaussian noise of std ``--noise-std`` -- arrives in chunks of ``--chunk-size``
 samples. A host buffer (``nnjax.apps.signal_features.stream_blocks``) regroups them into fixed-size blocks of
 ``--frames-per-block`` overlapping frames, and each block goes through one jitted function (framing,
@@ -24,7 +24,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -68,52 +67,6 @@ class Config(RunConfig):
         super().validate()
 
 
-def chirp_frequency(config: Config, t: np.ndarray) -> np.ndarray:
-    """Instantaneous frequency (Hz) of the linear chirp at times ``t`` (s)."""
-    return config.f_start + (config.f_end - config.f_start) * t / config.duration_s
-
-
-def chirp_chunks(config: Config, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """The noisy chirp as consecutive float32 chunks of ``chunk_size`` samples (the last one shorter)."""
-    total = int(config.duration_s * config.sample_rate)
-    sweep = (config.f_end - config.f_start) / config.duration_s
-    for start in range(0, total, config.chunk_size):
-        t = np.arange(start, min(start + config.chunk_size, total)) / config.sample_rate
-        phase = 2 * np.pi * (config.f_start * t + 0.5 * sweep * t**2)
-        yield (config.amplitude * np.sin(phase) + config.noise_std * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def spectrogram_figure(
-    power_FxK: np.ndarray, tracks: dict[str, np.ndarray], times_F: np.ndarray, nyquist: float, path: str
-) -> str:
-    """Power spectrogram (dB, time x frequency) with frequency tracks (Hz per frame) overlaid, and below it
-    each track minus ``tracks['true']``, with a band of +-half an FFT bin; returns ``path``."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 7))
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
-    power_db = 10 * np.log10(power_FxK.T + 1e-12)
-    image = top.imshow(
-        power_db, origin="lower", aspect="auto", cmap="magma", vmin=power_db.max() - 80,
-        extent=(times_F[0], times_F[-1], 0, nyquist),
-    )
-    fig.colorbar(image, ax=top, label="power (dB)")
-    half_bin = nyquist / (power_FxK.shape[1] - 1) / 2
-    bottom.axhspan(-half_bin, half_bin, color="0.85", label="+-half a bin")
-    for i, (name, track_F) in enumerate(tracks.items()):
-        top.plot(times_F, track_F, "--" if name == "true" else "-", color=f"C{i}", linewidth=1.0, label=name)
-        if name != "true":
-            bottom.plot(times_F, track_F - tracks["true"], color=f"C{i}", linewidth=0.8, label=name)
-    top.set_ylabel("frequency (Hz)")
-    top.set_title("Hann-windowed FFT of a noisy chirp with per-frame feature tracks")
-    top.legend(loc="upper left")
-    bottom.set_xlabel("time (s, frame centre)")
-    bottom.set_ylabel("track - true (Hz)")
-    bottom.grid(True, alpha=0.3)
-    bottom.legend(loc="upper left", ncol=4, fontsize="small")
-    return plots.save_figure(fig, path)
-
-
 def main(config: Config) -> dict:
     workdir = prepare_workdir(config, "signal_features")
     rng = np.random.default_rng(config.seed)
@@ -125,7 +78,10 @@ def main(config: Config) -> dict:
     outputs = []
     bar = tqdm(total=total_frames, unit="frame", dynamic_ncols=True, mininterval=0.5)
     start = time.perf_counter()
-    for block, valid in signal.stream_blocks(chirp_chunks(config, rng), n, hop, config.frames_per_block):
+    chunks = signal.chirp_chunks(
+        rng, sample_rate, config.duration_s, config.f_start, config.f_end, config.amplitude, config.noise_std, config.chunk_size
+    )
+    for block, valid in signal.stream_blocks(chunks, n, hop, config.frames_per_block):
         features, power_FxK = jax.device_get(signal.stream_features(block, sample_rate, n, hop))
         outputs.append((signal.SpectralFeatures(*(a[:valid] for a in features)), power_FxK[:valid]))
         bar.update(valid)
@@ -134,9 +90,9 @@ def main(config: Config) -> dict:
     features, power_FxK = jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
 
     times_F = (hop * np.arange(len(power_FxK)) + (n - 1) / 2) / sample_rate
-    true_F = chirp_frequency(config, times_F)
+    true_F = signal.chirp_frequency(times_F, config.f_start, config.f_end, config.duration_s)
     tracks = {"true": true_F, "dominant": features.dominant_hz, "centroid": features.centroid_hz, "roll-off": features.rolloff_hz}
-    spectrogram_figure(power_FxK, tracks, times_F, sample_rate / 2, os.path.join(workdir, "spectrogram.png"))
+    plots.spectrogram(power_FxK, tracks, times_F, sample_rate / 2, os.path.join(workdir, "spectrogram.png"))
     np.savez(os.path.join(workdir, "features.npz"), times_s=times_F, true_hz=true_F, **features._asdict())
     frames = len(times_F)
     return {

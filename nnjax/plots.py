@@ -646,3 +646,56 @@ def graph_predictions(data: Any, predicted_N: Any, path: str, title: str) -> str
     ax.set_title(title)
     ax.axis("off")
     return save_figure(fig, path)
+
+
+def spectrogram(power_FxK: Any, tracks: dict[str, Any], times_F: Any, nyquist: float, path: str) -> str:
+    """Power spectrogram [F frames, K bins from 0 to ``nyquist`` Hz] in dB with frequency tracks (name ->
+    Hz per frame [F], ``'true'`` dashed) overlaid, and below it each track minus ``tracks['true']`` with a
+    band of +-half a bin; frames sit at ``times_F`` (s). Returns ``path``."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    if "true" not in tracks:
+        raise ValueError(f"tracks must include 'true' (the reference track), got {sorted(tracks)}")
+    fig = Figure(figsize=(9, 7))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    power_db = 10 * np.log10(np.asarray(power_FxK).T + 1e-12)
+    image = top.imshow(
+        power_db, origin="lower", aspect="auto", cmap="magma", vmin=power_db.max() - 80,
+        extent=(times_F[0], times_F[-1], 0, nyquist),
+    )
+    fig.colorbar(image, ax=top, label="power (dB)")
+    half_bin = nyquist / (power_db.shape[0] - 1) / 2
+    bottom.axhspan(-half_bin, half_bin, color="0.85", label="+-half a bin")
+    for i, (name, track_F) in enumerate(tracks.items()):
+        top.plot(times_F, track_F, "--" if name == "true" else "-", color=f"C{i}", linewidth=1.0, label=name)
+        if name != "true":
+            bottom.plot(times_F, np.asarray(track_F) - tracks["true"], color=f"C{i}", linewidth=0.8, label=name)
+    top.set_ylabel("frequency (Hz)")
+    top.set_title("Hann-windowed FFT of a noisy chirp with per-frame feature tracks")
+    top.legend(loc="upper left")
+    bottom.set_xlabel("time (s, frame centre)")
+    bottom.set_ylabel("track - true (Hz)")
+    bottom.grid(True, alpha=0.3)
+    bottom.legend(loc="upper left", ncol=4, fontsize="small")
+    return save_figure(fig, path)
+
+
+def count_histogram(counts: dict[str, int], probs: dict[str, float], shots: int, path: str, title: str = "") -> str:
+    """Bar chart of measured counts per bitstring (outcome -> count) with the expected count ``shots * p``
+    (outcome -> probability) marked; returns ``path``. Every outcome gets a bar when there are at most 16
+    (zeros show), else only those seen or possible."""
+    from matplotlib.figure import Figure
+
+    labels = sorted(probs) if len(probs) <= 16 else sorted(set(counts) | {k for k, p in probs.items() if p > 1e-9})
+    fig = Figure(figsize=(max(4, 0.8 * len(labels) + 2), 4))
+    ax = fig.subplots()
+    bars = ax.bar(labels, [counts.get(k, 0) for k in labels], color="tab:blue", label="measured")
+    ax.bar_label(bars)
+    ax.scatter(labels, [shots * probs.get(k, 0.0) for k in labels], color="tab:red", marker="_", s=600, label="expected")
+    ax.set_xlabel("outcome |q0 q1 ...>")
+    ax.set_ylabel(f"count of {shots} shots")
+    ax.set_ylim(0, 1.25 * max(max(counts.values(), default=0), shots * max(probs.values())))
+    ax.set_title(title)
+    ax.legend(loc="upper center", ncol=2)
+    return save_figure(fig, path)

@@ -139,3 +139,28 @@ def test_image_segmentation_and_histogram_plots_write_pngs(tmp_path):
     assert all((tmp_path / p).stat().st_size > 0 for p in paths)
     with pytest.raises(ValueError, match="masks"):
         plots.segmentation_overlay(np.ones((2, 6, 6, 1)), masks[0], masks, str(tmp_path / "bad.png"))
+
+
+def test_spectrogram_writes_a_9x7_inch_png_and_needs_the_true_track(tmp_path):
+    times_F = np.arange(20) / 10
+    tracks = {"true": 100 + 50 * times_F, "dominant": 103 + 50 * times_F}
+    power_FxK = np.random.default_rng(0).random((20, 33))
+    image = imread(plots.spectrogram(power_FxK, tracks, times_F, 3200.0, str(tmp_path / "s.png")))
+    assert image.ndim == 3 and abs(image.shape[0] - 700) < 50 and abs(image.shape[1] - 900) < 50  # 100 dpi, tight crop
+    assert image[..., :3].std() > 0.1
+    with pytest.raises(ValueError, match="'true'"):
+        plots.spectrogram(power_FxK, {"dominant": tracks["dominant"]}, times_F, 3200.0, str(tmp_path / "bad.png"))
+
+
+@pytest.mark.parametrize(
+    "probs, inches",
+    [
+        ({"00": 0.5, "01": 0.0, "10": 0.0, "11": 0.5}, 0.8 * 4 + 2),  # <= 16 outcomes: a bar for each
+        ({f"{i:05b}": 1 / 32 for i in range(32)}, 0.8 * 32 + 2),  # > 16, all possible
+        ({f"{i:05b}": float(i in (0, 31)) / 2 for i in range(32)}, 4),  # > 16: only the two possible ones
+    ],
+)
+def test_count_histogram_has_one_bar_per_shown_outcome(probs, inches, tmp_path):
+    counts = {k: round(1000 * p) for k, p in probs.items() if p > 0}
+    image = imread(plots.count_histogram(counts, probs, 1000, str(tmp_path / "h.png"), "Bell"))
+    assert image.ndim == 3 and abs(image.shape[1] - 100 * inches) < 60 and abs(image.shape[0] - 400) < 30

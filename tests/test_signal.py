@@ -138,3 +138,20 @@ def test_signal_features_demo(tmp_path):
     saved = np.load(tmp_path / "features.npz")
     assert saved["dominant_hz"].shape == (result["frames"],)
     assert json.loads(json.dumps(result)) == result
+
+
+def test_chirp_chunks_are_scipys_chirp_plus_noise_drawn_in_sample_order():
+    from scipy.signal import chirp
+
+    rate, duration, f0, f1 = 6400.0, 0.25, 300.0, 2500.0
+    t_T = np.arange(int(rate * duration)) / rate
+    for size in (100, 333):
+        chunks = list(signal.chirp_chunks(np.random.default_rng(0), rate, duration, f0, f1, 0.7, 0.0, size))
+        assert all(c.dtype == np.float32 for c in chunks) and {c.size for c in chunks[:-1]} == {size}
+        np.testing.assert_allclose(np.concatenate(chunks), 0.7 * chirp(t_T, f0, duration, f1, phi=-90), atol=2e-6)
+    noisy = np.concatenate(list(signal.chirp_chunks(np.random.default_rng(5), rate, duration, f0, f1, 0.7, 0.2, 77)))
+    noise = 0.2 * np.random.default_rng(5).standard_normal(t_T.size)
+    np.testing.assert_allclose(noisy, 0.7 * chirp(t_T, f0, duration, f1, phi=-90) + noise, atol=2e-6)
+    np.testing.assert_allclose(signal.chirp_frequency([0.0, duration / 2, duration], f0, f1, duration), [f0, 1400.0, f1])
+    with pytest.raises(ValueError, match="chunk_size"):
+        next(signal.chirp_chunks(np.random.default_rng(0), rate, duration, f0, f1, chunk_size=0))

@@ -161,3 +161,30 @@ def stream_blocks(
     valid = num_frames(buffer.size, frame_length, hop)
     if valid:
         yield np.pad(buffer, (0, block_size - buffer.size)), valid
+
+
+def chirp_frequency(t_T: np.ndarray, f_start: float, f_end: float, duration_s: float) -> np.ndarray:
+    """Instantaneous frequency (Hz) ``[T]`` at times ``t_T`` (s) of a linear sweep from ``f_start`` to ``f_end`` over ``duration_s``."""
+    return f_start + (f_end - f_start) * np.asarray(t_T) / duration_s
+
+
+def chirp_chunks(
+    rng: np.random.Generator, sample_rate: float, duration_s: float, f_start: float, f_end: float,
+    amplitude: float = 1.0, noise_std: float = 0.0, chunk_size: int = 1600,
+) -> Iterator[np.ndarray]:
+    """A noisy linear chirp as consecutive float32 chunks of ``chunk_size`` samples (the last one shorter).
+
+    Sample ``i`` at ``t = i / sample_rate`` (``0 <= i < duration_s * sample_rate``) is ``amplitude *
+    sin(2 pi (f_start t + (f_end - f_start) t^2 / (2 duration_s)))`` plus ``noise_std`` times one draw of
+    ``rng.standard_normal``, drawn in sample order (the stream does not depend on ``chunk_size``); its
+    frequency is ``chirp_frequency(t, ...)``. This is ``scipy.signal.chirp(t, f_start, duration_s, f_end,
+    phi=-90)`` plus noise.
+    """
+    if sample_rate <= 0 or duration_s <= 0 or chunk_size < 1:
+        raise ValueError(f"sample_rate, duration_s and chunk_size must be positive, got {sample_rate}, {duration_s}, {chunk_size}")
+    total = int(duration_s * sample_rate)
+    sweep = (f_end - f_start) / duration_s
+    for start in range(0, total, chunk_size):
+        t = np.arange(start, min(start + chunk_size, total)) / sample_rate
+        phase = 2 * np.pi * (f_start * t + 0.5 * sweep * t**2)
+        yield (amplitude * np.sin(phase) + noise_std * rng.standard_normal(t.size)).astype(np.float32)
