@@ -18,12 +18,11 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from nnjax import cli, losses, plots
 from nnjax.config import RunConfig, check_positive, prepare_workdir
 from nnjax.errors import ConfigError
-from nnjax.scratch.descent import minimize
+from nnjax.scratch import loss_landscapes as landscapes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +59,6 @@ class Config(RunConfig):
         super().validate()
 
 
-REGULARIZERS = ("No regularization", "L1", "L2")
-
-
 def _r(value) -> float:
     return round(float(value), 6)
 
@@ -85,59 +81,12 @@ def seed_examples(eps: float) -> dict:
     }
 
 
-@functools.partial(jax.jit, static_argnames=("eps",))
-def comparison_curves(p_P: jax.Array, y_4: jax.Array, eps: float) -> dict[str, jax.Array]:
-    """Seed 003·7: MSE and clipped cross-entropy when every prediction equals p, for each p: [P] each."""
-    constant_PxY = jnp.broadcast_to(p_P[:, None], (p_P.shape[0], y_4.shape[0]))
-    return {
-        "MSE": jax.vmap(lambda pred: losses.mse(pred, y_4))(constant_PxY),
-        "Cross-entropy": jax.vmap(lambda pred: losses.binary_cross_entropy(pred, y_4, eps))(constant_PxY),
-    }
-
-
-@jax.jit
-def regularization_curves(key: jax.Array, noise_std: float, w_W: jax.Array, reg_lambda: float) -> dict[str, jax.Array]:
-    """Seed 003·8: ``mse(x·w, y) + λ · penalty(w)`` of the one-weight model for every w in ``w_W``: [W] each.
-
-    Data: 100 points x in [0, 10], y = 2x + 1 + noise (no bias in the model, as in the seed). Also returns
-    each curve's exact minimiser: with ``mse(w) = a w² - 2 c w + const``, ``a = mean(x²)``, ``c = mean(x y)``,
-    it is ``c / a`` (none), ``(c - λ/2 · sign c) / a`` (L1, soft threshold) and ``c / (a + λ)`` (L2).
-    """
-    x_N = jnp.linspace(0.0, 10.0, 100)
-    y_N = 2 * x_N + 1 + noise_std * jax.random.normal(key, x_N.shape)
-    data_loss_W = jax.vmap(lambda w: losses.mse(x_N * w, y_N))(w_W)
-    a, c = jnp.mean(x_N**2), jnp.mean(x_N * y_N)
-    curves = {
-        "No regularization": data_loss_W,
-        "L1": data_loss_W + reg_lambda * jax.vmap(losses.l1_penalty)(w_W),
-        "L2": data_loss_W + reg_lambda * jax.vmap(losses.l2_penalty)(w_W),
-    }
-    argmins = {
-        "No regularization": c / a,
-        "L1": jnp.sign(c) * jnp.maximum(jnp.abs(c) - reg_lambda / 2, 0.0) / a,
-        "L2": c / (a + reg_lambda),
-    }
-    return {"curves": curves, "closed_form_argmin": argmins}
-
-
-@functools.partial(jax.jit, static_argnames=("steps",))
-def fit_log_vars(losses_T: jax.Array, learning_rate: float, steps: int) -> dict[str, jax.Array]:
-    """Seed 002·5: Adam on the log-variances ``s`` of ``multitask_uncertainty_loss`` for fixed task losses."""
-    objective = jax.value_and_grad(lambda s: losses.multitask_uncertainty_loss(losses_T, s))
-    run = minimize(objective, jnp.zeros_like(losses_T), optax.adam(learning_rate), steps)
-    return {
-        "log_vars": run.params,
-        "initial_loss": run.loss_T[0],
-        "final_loss": losses.multitask_uncertainty_loss(losses_T, run.params),
-    }
-
-
 def main(config: Config) -> dict:
     workdir = prepare_workdir(config, "loss_functions")
     result = jax.tree.map(_r, jax.device_get(seed_examples(config.eps)))
 
     p_P = jnp.linspace(0.0, 1.0, config.num_points)
-    comparison = jax.device_get(comparison_curves(p_P, jnp.array([0.0, 1.0, 1.0, 0.0]), config.eps))
+    comparison = jax.device_get(landscapes.constant_prediction_losses(p_P, jnp.array([0.0, 1.0, 1.0, 0.0]), config.eps))
     comparison = {name: comparison[name] for name in ("MSE", "Cross-entropy")}
     plots.loss_curves(
         p_P, comparison, os.path.join(workdir, "loss_comparison.png"),
@@ -151,10 +100,10 @@ def main(config: Config) -> dict:
     }
 
     w_W = jnp.linspace(-10.0, 10.0, config.num_points * 10)
-    regularization = jax.device_get(
-        regularization_curves(jax.random.key(config.seed), config.noise_std, w_W, config.reg_lambda)
-    )
-    curves = {name: regularization["curves"][name] for name in REGULARIZERS}
+    x_N, y_N = landscapes.noisy_line(jax.random.key(config.seed), config.noise_std)
+    curves = jax.device_get(landscapes.regularized_losses(x_N, y_N, w_W, config.reg_lambda))
+    curves = {name: curves[name] for name in landscapes.REGULARIZERS}
+    argmins = jax.device_get(landscapes.regularized_minimizers(x_N, y_N, config.reg_lambda))
     w_W = np.asarray(w_W)
     best = w_W[np.argmin(curves["No regularization"])]
     plots.loss_curves(
@@ -163,14 +112,14 @@ def main(config: Config) -> dict:
         zoom=(float(best) - 0.5, float(best) + 0.5),
     )
     result["regularization"] = {
-        name: {"argmin_weight": _r(w_W[np.argmin(v)]), "closed_form_argmin": _r(regularization["closed_form_argmin"][name]),
+        name: {"argmin_weight": _r(w_W[np.argmin(v)]), "closed_form_argmin": _r(argmins[name]),
                "min_loss": _r(np.min(v))}
         for name, v in curves.items()
     }
     result["regularization_grid_spacing"] = _r(w_W[1] - w_W[0])
 
     losses_T = np.asarray(config.task_losses, np.float32)
-    fit = jax.device_get(fit_log_vars(jnp.asarray(losses_T), config.learning_rate, config.multitask_steps))
+    fit = jax.device_get(landscapes.fit_log_vars(jnp.asarray(losses_T), config.learning_rate, config.multitask_steps))
     optimum_T = np.log(losses_T)
     result["multitask"] = {
         "task_losses": list(config.task_losses),

@@ -13,11 +13,12 @@ import optax
 import pytest
 from conftest import run_cli
 from hypothesis import given, settings
+from scipy.optimize import minimize_scalar
 
 from nnjax import losses
 from nnjax.config import parse_config
 from nnjax.errors import ConfigError
-from nnjax.scratch.descent import minimize
+from nnjax.scratch import loss_landscapes as landscapes
 
 N = 12
 probs_with_ends = hnp.arrays(np.float32, (N,), elements=st.one_of(st.floats(0, 1, width=32), st.sampled_from([0.0, 1.0])))
@@ -236,11 +237,46 @@ def test_multitask_minimum_is_at_log_losses(task_losses, shift):
 
 
 def test_minimising_log_vars_with_adam_converges_to_log_losses():
-    task_losses = jnp.array([2.0, 0.5, 0.1, 7.0])
-    objective = jax.value_and_grad(lambda s: losses.multitask_uncertainty_loss(task_losses, s))
-    run = minimize(objective, jnp.zeros(4), optax.adam(0.1), steps=300)
-    np.testing.assert_allclose(run.params, np.log([2.0, 0.5, 0.1, 7.0]), atol=1e-3)
-    assert run.loss_T[-1] < run.loss_T[0]
+    task_losses = np.array([2.0, 0.5, 0.1, 7.0], np.float32)
+    fit = landscapes.fit_log_vars(jnp.asarray(task_losses), 0.1, 300)
+    np.testing.assert_allclose(fit["log_vars"], np.log(task_losses), atol=1e-3)
+    assert fit["initial_loss"] == pytest.approx(task_losses.sum())  # s = 0: every weight is 1
+    assert fit["final_loss"] == pytest.approx(np.sum(1 + np.log(task_losses)), abs=1e-5)
+
+
+# --- loss landscapes (seeds 003·7-8) ----------------------------------------------------------------
+
+
+def test_constant_prediction_losses_match_numpy_and_stay_finite_at_0_and_1():
+    p_P, y_Y, eps = np.linspace(0.0, 1.0, 11), np.array([0.0, 1.0, 1.0, 0.0]), 1e-7
+    curves = landscapes.constant_prediction_losses(jnp.asarray(p_P, jnp.float32), jnp.asarray(y_Y, jnp.float32), eps)
+    lo = 2.0**-23  # float32 rounds 1 - 1e-7 to 1 - 2^-23, and both ends clip alike (losses._clip_probs)
+    clipped = np.clip(p_P, lo, 1 - lo)[:, None]
+    np.testing.assert_allclose(curves["MSE"], np.mean((p_P[:, None] - y_Y) ** 2, axis=1), rtol=1e-6)
+    want_ce = -np.mean(y_Y * np.log(clipped) + (1 - y_Y) * np.log(1 - clipped), axis=1)
+    np.testing.assert_allclose(curves["Cross-entropy"], want_ce, rtol=1e-5)
+    assert np.isfinite(curves["Cross-entropy"]).all()
+
+
+def test_regularized_losses_and_their_closed_form_minimizers():
+    x_N, y_N = landscapes.noisy_line(jax.random.key(0), 2.0)
+    x, y = np.asarray(x_N, np.float64), np.asarray(y_N, np.float64)
+    assert x_N.shape == (100,) and x[0] == 0.0 and x[-1] == 10.0
+    assert abs(np.polyfit(x, y, 1)[0] - 2.0) < 0.3  # a line of slope 2 under the noise
+    w_W, lam = np.linspace(-3.0, 5.0, 81), 0.5
+    curves = landscapes.regularized_losses(x_N, y_N, jnp.asarray(w_W, jnp.float32), lam)
+    assert set(curves) == set(landscapes.REGULARIZERS)
+    penalties = {"No regularization": lambda w: 0 * w, "L1": lambda w: lam * np.abs(w), "L2": lambda w: lam * w**2}
+    minimizers = landscapes.regularized_minimizers(x_N, y_N, lam)
+    for name, penalty in penalties.items():
+        def loss(w, penalty=penalty):
+            return np.mean((x * w - y) ** 2) + penalty(w)
+
+        np.testing.assert_allclose(curves[name], [loss(w) for w in w_W], rtol=1e-5)
+        found = minimize_scalar(loss, bounds=(-3.0, 5.0), method="bounded", options={"xatol": 1e-9})
+        assert float(minimizers[name]) == pytest.approx(found.x, abs=1e-5), name
+    with pytest.raises(ValueError, match="num_points"):
+        landscapes.noisy_line(jax.random.key(0), 1.0, num_points=1)
 
 
 # --- boundary weights and boundary-weighted BCE ------------------------------------------------------
