@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import sys
 
 import jax
-import numpy as np
 
 from nnjax import cli
 from nnjax.config import RunConfig, check_positive
-from nnjax.data.images import preprocess, top_k
+from nnjax.data.images import load_rgb, preprocess, sample_image_path, top_k
 from nnjax.errors import ConfigError, DataUnavailableError
 from nnjax.models.resnet import VARIANTS, resnet
 from nnjax.models.torch_import import load_torch_state_dict, resnet_params_from_torch
@@ -50,23 +48,6 @@ class Config(RunConfig):
         check_positive(self, "top_k", "resize", "crop")
         if self.crop > self.resize:
             raise ConfigError(f"--crop must be <= --resize ({self.resize}), got {self.crop}")
-
-
-def default_image() -> str:
-    """The path of scikit-learn's sample photo ``china.jpg`` (what ``load_sample_image('china.jpg')`` reads)."""
-    import sklearn.datasets
-
-    return os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", "china.jpg")
-
-
-def load_rgb(path: str) -> np.ndarray:
-    """An image file as uint8 RGB [H, W, 3]."""
-    from PIL import Image
-
-    if not os.path.isfile(path):
-        raise DataUnavailableError(f"--image {path} does not exist")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def class_names(labels_path: str | None, num_classes: int) -> list[str] | None:
@@ -97,7 +78,7 @@ def main(config: Config) -> dict:
         )
     variables = resnet_params_from_torch(load_torch_state_dict(config.weights), config.arch)
     num_classes = variables["params"]["fc"]["bias"].shape[0]
-    image_path = config.image or default_image()
+    image_path = config.image or sample_image_path()
     x_HxWx3 = preprocess(load_rgb(image_path), config.resize, config.crop)
     logits = jax.jit(resnet(config.arch, num_classes).apply)(variables, x_HxWx3[None])[0]
     ranked = top_k(logits, min(config.top_k, num_classes), class_names(config.labels, num_classes))

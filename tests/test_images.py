@@ -9,13 +9,16 @@ from PIL import Image
 
 from experiments import classify_image
 from nnjax import cli
+from nnjax.errors import DataUnavailableError
 from nnjax.data.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     center_crop,
+    load_rgb,
     preprocess,
     resize_shorter,
     resized_shape,
+    sample_image_path,
     top_k,
 )
 from tests.conftest import TV, needs_torchvision
@@ -70,6 +73,19 @@ def test_top_k_ranks_by_logit_with_softmax_probabilities():
         top_k(logits, 6)
 
 
+def test_load_rgb_converts_any_mode_to_uint8_rgb(tmp_path):
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    Image.fromarray(grey, mode="L").save(tmp_path / "grey.png")
+    np.testing.assert_array_equal(load_rgb(str(tmp_path / "grey.png")), np.repeat(grey[..., None], 3, axis=-1))
+    rgba = np.random.default_rng(0).integers(0, 256, (5, 2, 4), dtype=np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(load_rgb(str(tmp_path / "rgba.png")), rgba[..., :3])
+    china = load_rgb(sample_image_path())
+    assert china.shape == (427, 640, 3) and china.dtype == np.uint8
+    with pytest.raises(DataUnavailableError, match="does not exist"):
+        load_rgb(str(tmp_path / "missing.jpg"))
+
+
 def test_classify_image_without_weights_exits_2_with_instructions(capsys):
     assert cli.run(classify_image.main, classify_image.Config, argv=[], prog="classify_image") == 2
     err = capsys.readouterr().err.strip()
@@ -88,7 +104,7 @@ def test_classify_image_top5_equals_torchvision(tmp_path, capsys):
     assert cli.run(classify_image.main, classify_image.Config, argv=["--weights", path, "--arch", "resnet18"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
-    image = classify_image.load_rgb(classify_image.default_image())
+    image = load_rgb(sample_image_path())
     ours_x = np.asarray(preprocess(image))
     with torch.no_grad():
         logits = model(torch.from_numpy(ours_x.transpose(2, 0, 1)[None].copy()))[0].numpy()

@@ -1,4 +1,4 @@
-"""ImageNet inference preprocessing (seed 004 slide 14) and top-k decoding, on HWC arrays.
+"""Image files as RGB arrays, ImageNet inference preprocessing (seed 004 slide 14) and top-k decoding, on HWC arrays.
 
 ``preprocess`` is torchvision's ``Resize(256) -> CenterCrop(224) -> ToTensor() -> Normalize(mean,
 std)`` in NHWC float32. One difference: torchvision resizes the PIL image in uint8 (PIL's
@@ -10,14 +10,34 @@ filter, the same kernel) without rounding, so pixels differ by about one uint8 l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nnjax.errors import DataUnavailableError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def sample_image_path() -> str:
+    """The path of scikit-learn's sample photo ``china.jpg`` (what ``load_sample_image('china.jpg')`` reads)."""
+    import sklearn.datasets
+
+    return os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", "china.jpg")
+
+
+def load_rgb(path: str) -> np.ndarray:
+    """An image file (any mode PIL reads: grey, palette, RGBA, ...) as uint8 RGB [H, W, 3]."""
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise DataUnavailableError(f"image file {path} does not exist")
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def _check_hwc(image: np.ndarray | jax.Array, name: str) -> None:
