@@ -17,17 +17,13 @@ import jax.numpy as jnp
 from nnjax import cli
 from nnjax.config import RunConfig, prepare_workdir
 from nnjax.models import MLP
+from nnjax.models.mlp import mlp_layers
 from nnjax.scratch import mlp
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(RunConfig):
     """The slides' examples: a 3-input neuron, SimpleNN(3, 5, 2), 3-4-2 / 3-4-1 forward passes, 784-128-64-10."""
-
-
-def simple_nn_as_scratch(flax_params: dict) -> mlp.Params:
-    """The flax ``MLP`` params (``dense{i}`` kernel/bias) as the scratch layer list."""
-    return [{"w": flax_params[f"dense{i}"]["kernel"], "b": flax_params[f"dense{i}"]["bias"]} for i in range(len(flax_params))]
 
 
 def main(config: Config) -> dict:
@@ -40,7 +36,7 @@ def main(config: Config) -> dict:
     x_4x3 = jax.random.normal(keys[0], (4, 3))
     flax_params = simple_nn.init(keys[1], x_4x3)["params"]
     flax_out = simple_nn.apply({"params": flax_params}, x_4x3)
-    scratch_out, _ = mlp.forward(simple_nn_as_scratch(flax_params), x_4x3, hidden="relu", output="linear")
+    scratch_out, _ = mlp.forward(mlp_layers(flax_params), x_4x3, hidden="relu", output="linear")
 
     no_bias = [{**layer, "b": jnp.zeros_like(layer["b"])} for layer in mlp.init_mlp(keys[2], (3, 4, 2), scale=1.0)]
     forward_003, _ = mlp.forward(no_bias, jnp.array([[0.1, 0.2, 0.3]]), hidden="relu", output="sigmoid")

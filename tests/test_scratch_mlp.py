@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from experiments import backprop_digits, neurons, training_loop, xor_backprop
 from nnjax import cli
 from nnjax.models import MLP, BackpropMLP
+from nnjax.models.mlp import mlp_layers
 from nnjax.scratch import mlp
 from nnjax.scratch.descent import minimize
 
@@ -109,7 +110,7 @@ class BackpropMLPTest(chex.TestCase):
         y = jnp.array([0, 1, 2, 0, 1, 2])
         flax_mlp = MLP(features=(5, 3), activation=jax.nn.relu)
         flax_params = flax_mlp.init(jax.random.PRNGKey(1), x)["params"]
-        scratch_params = {"layers": neurons.simple_nn_as_scratch(flax_params)}
+        scratch_params = {"layers": mlp_layers(flax_params)}
         scratch_mlp = BackpropMLP(features=(5, 3), hidden="relu")
         chex.assert_trees_all_equal_shapes(scratch_mlp.init(jax.random.PRNGKey(1), x)["params"], scratch_params)
 
@@ -127,7 +128,15 @@ class BackpropMLPTest(chex.TestCase):
         flax_loss, flax_grads = loss_and_grad(flax_mlp)(flax_params)
         scratch_loss, scratch_grads = loss_and_grad(scratch_mlp)(scratch_params)
         np.testing.assert_allclose(scratch_loss, flax_loss, rtol=1e-6)
-        chex.assert_trees_all_close(scratch_grads["layers"], neurons.simple_nn_as_scratch(flax_grads), atol=1e-6)
+        chex.assert_trees_all_close(scratch_grads["layers"], mlp_layers(flax_grads), atol=1e-6)
+
+
+def test_mlp_layers_orders_dense_layers_by_index():
+    params = {f"dense{i}": {"kernel": jnp.full((2, 2), i), "bias": jnp.full(2, -i)} for i in (1, 0, 2)}
+    layers = mlp_layers(params)
+    assert [int(layer["w"][0, 0]) for layer in layers] == [0, 1, 2] and [int(layer["b"][0]) for layer in layers] == [0, -1, -2]
+    with pytest.raises(ValueError, match="missing \\['dense1'\\]"):
+        mlp_layers({"dense0": params["dense0"], "dense2": params["dense2"]})
 
 
 def test_neuron_is_a_dot_product_plus_bias():

@@ -31,6 +31,16 @@ class MLP(nn.Module):
         return x
 
 
+def mlp_layers(params: dict) -> scratch_mlp.Params:
+    """An ``MLP``'s params (``dense{i}`` kernel [Din, Dout] and bias [Dout]) as the scratch layer list
+    ``[{'w', 'b'}, ...]`` that ``nnjax.scratch.mlp`` runs and ``BackpropMLP`` holds under ``'layers'``;
+    works on gradients of the same structure too."""
+    missing = [f"dense{i}" for i in range(len(params)) if f"dense{i}" not in params]
+    if missing:
+        raise ValueError(f"params must be an MLP's dense0..dense{len(params) - 1}, missing {missing}; got {sorted(params)}")
+    return [{"w": params[f"dense{i}"]["kernel"], "b": params[f"dense{i}"]["bias"]} for i in range(len(params))]
+
+
 class BackpropMLP(nn.Module):
     """A fully connected network whose gradients come from hand-written backprop (seeds 000·1–2, 001·1–2).
 
