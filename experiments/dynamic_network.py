@@ -41,7 +41,7 @@ import numpy as np
 from nnjax import cli, losses
 from nnjax.config import TrainConfig, check_fraction, check_positive
 from nnjax.data import load_dataset
-from nnjax.models.dynamic import DynamicClassifier, parse_active_layers
+from nnjax.models.dynamic import DynamicClassifier, evaluation_sets, parse_active_layers
 from nnjax.tasks import evaluate, fit
 from nnjax.train import Parallel, TrainState, model_variables
 
@@ -66,16 +66,6 @@ class Config(TrainConfig):
         check_fraction(self, "stage_drop_rate")
         if self.active_layers:
             parse_active_layers(self.active_layers, self.max_depth)
-
-
-def evaluation_sets(config: Config) -> list[tuple[int, ...]]:
-    """All stages, then ``--active-layers`` if given, else each drop-one set, every other stage and none."""
-    every = tuple(range(config.max_depth))
-    if config.active_layers:
-        sets = [every, parse_active_layers(config.active_layers, config.max_depth)]
-    else:
-        sets = [every, *(every[:i] + every[i + 1 :] for i in every), every[::2], ()]
-    return list(dict.fromkeys(sets))
 
 
 def evaluate_active_set(
@@ -108,7 +98,9 @@ def main(config: Config) -> dict:
         stage_drop_rate=config.stage_drop_rate,
     )
     result = fit(config, model, data, losses.classification, experiment="dynamic_network")
-    rows = [evaluate_active_set(config, model, result.state, data.test, active) for active in evaluation_sets(config)]
+    chosen = parse_active_layers(config.active_layers, config.max_depth) if config.active_layers else None
+    sets = evaluation_sets(config.max_depth, chosen)
+    rows = [evaluate_active_set(config, model, result.state, data.test, active) for active in sets]
     full = rows[0]
     for row in rows:
         row["relative_flops"] = round(row["forward_flops"] / full["forward_flops"], 3)

@@ -7,9 +7,10 @@
 ``--series`` picks the series (``nnjax.data.timeseries.load_series``): the seed's noisy sine
 (``sin(0.1 t) + N(0, 0.1²)``, ``--points`` 1,000 values; ``--points``/``--noise`` apply to it only),
 yearly sunspot numbers 1700-2008 (309 values) or monthly Mauna Loa CO2 1958-2001 (526 values).
-``--window 0`` (the default) uses the series' window from ``WINDOWS``: 10 for the sine (the seed's),
-22 years for sunspots (two ~11-year cycles), 24 months for CO2 (two seasonal cycles). ``--epochs 0``
-(the default) uses ``EPOCHS``: the short real series give few batches per epoch, so they run longer.
+``--window 0`` (the default) uses the series' window from ``nnjax.tasks.forecasting.WINDOWS``: 10 for
+the sine (the seed's), 22 years for sunspots (two ~11-year cycles), 24 months for CO2 (two seasonal
+cycles). ``--epochs 0`` (the default) uses ``nnjax.tasks.forecasting.EPOCHS``: the short real series
+give few batches per epoch, so they run longer.
 
 The pipeline is ``nnjax.tasks.forecasting.run_forecast``: a time-ordered 70/15/15 split, a min-max scaler
 fitted on the training part only, each window assigned to the part holding its target, training
@@ -32,10 +33,8 @@ import sys
 
 from nnjax import cli
 from nnjax.config import check_positive
-from nnjax.tasks.forecasting import EPOCHS, WINDOWS, ForecastConfig, run_forecast
+from nnjax.tasks.forecasting import ForecastConfig, run_forecast
 from nnjax.models import LSTMForecaster
-
-__all__ = ["EPOCHS", "WINDOWS", "Config", "main"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ from nnjax.data.timeseries import (
     undifference,
 )
 from nnjax.errors import DataUnavailableError
+from nnjax.tasks.forecasting import EPOCHS, WINDOWS
 
 HAS_STATSMODELS = importlib.util.find_spec("statsmodels") is not None
 
@@ -163,10 +164,10 @@ def test_lstm_forecast_rejects_bad_flags(capsys):
 
 def test_lstm_forecast_series_defaults():
     config = lstm_forecast.Config(series="sunspots").resolved()
-    assert config.window >= 11 and config.epochs == lstm_forecast.EPOCHS["sunspots"]
+    assert config.window >= 11 and config.epochs == EPOCHS["sunspots"]
     assert lstm_forecast.Config(series="co2", window=5, epochs=3).resolved().window == 5
     for series in ("sine", "sunspots", "co2"):
-        assert lstm_forecast.Config(series=series).resolved().window == lstm_forecast.WINDOWS[series]
+        assert lstm_forecast.Config(series=series).resolved().window == WINDOWS[series]
 
 
 def test_lstm_forecast_difference_cli(tmp_path, capsys):

@@ -29,6 +29,7 @@ from nnjax.models.dynamic import (
     BN_EPSILON,
     DynamicClassifier,
     DynamicNetwork,
+    evaluation_sets,
     parse_active_layers,
     validate_active_layers,
 )
@@ -265,12 +266,14 @@ def test_active_layers_validation():
 def test_dynamic_network_demo_evaluation_sets_and_flags(capsys):
     default = dynamic_network.Config()
     assert (default.data, default.batch_size, default.learning_rate, default.max_depth) == ("digits", 64, 1e-3, 5)
-    assert dynamic_network.evaluation_sets(default) == [
+    assert evaluation_sets(default.max_depth) == [
         (0, 1, 2, 3, 4), (1, 2, 3, 4), (0, 2, 3, 4), (0, 1, 3, 4), (0, 1, 2, 4), (0, 1, 2, 3), (0, 2, 4), (),
     ]
-    chosen = dynamic_network.Config(active_layers="0,2,4")
-    assert dynamic_network.evaluation_sets(chosen) == [(0, 1, 2, 3, 4), (0, 2, 4)]
-    assert dynamic_network.evaluation_sets(dynamic_network.Config(max_depth=1)) == [(0,), ()]
+    assert evaluation_sets(5, (0, 2, 4)) == [(0, 1, 2, 3, 4), (0, 2, 4)]
+    assert evaluation_sets(5, (0, 1, 2, 3, 4)) == [(0, 1, 2, 3, 4)]
+    assert evaluation_sets(1) == [(0,), ()]
+    with pytest.raises(ValueError, match="active_layers"):
+        evaluation_sets(3, (3,))
     for argv in (["--active-layers", "0,5"], ["--active-layers", "2,1"], ["--stage-drop-rate", "1.0"]):
         assert cli.run(dynamic_network.main, dynamic_network.Config, argv, prog="dynamic_network") == 2, argv
         err = capsys.readouterr().err.strip().splitlines()

@@ -73,6 +73,17 @@ def parse_active_layers(text: str, max_depth: int, flag: str = "active-layers") 
         ) from None
 
 
+def evaluation_sets(max_depth: int, chosen: tuple[int, ...] | None = None) -> list[tuple[int, ...]]:
+    """Active stage sets to compare at inference, duplicates dropped: all stages first, then ``chosen``
+    if given, else each drop-one set, every other stage and none."""
+    every = tuple(range(max_depth))
+    if chosen is not None:
+        sets = [every, validate_active_layers(chosen, max_depth)]
+    else:
+        sets = [every, *(every[:i] + every[i + 1 :] for i in every), every[::2], ()]
+    return list(dict.fromkeys(sets))
+
+
 class ConvBNReLU(nn.Module):
     """One stage: conv3x3 (no bias: BatchNorm's shift replaces it) -> BatchNorm -> ReLU, width kept."""
 
