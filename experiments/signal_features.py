@@ -3,18 +3,20 @@
     python -m experiments.signal_features
     python -m experiments.signal_features --duration-s 30 --noise-std 0.3 --frame-length 512 --hop 128
 
-A synthetic 16 kHz stream (``nnjax.apps.signal_features.chirp_chunks``) -- a linear chirp from ``--f-start`` to ``--f-end`` Hz of amplitude
-``--amplitude`` plus white Gaussian noise of std ``--noise-std`` -- arrives in chunks of ``--chunk-size``
-samples. A host buffer (``nnjax.apps.signal_features.stream_blocks``) regroups them into fixed-size blocks of
-``--frames-per-block`` overlapping frames, and each block goes through one jitted function (framing,
-Hann window, real FFT, the four features; one compiled shape). The seed's frame (buffer) is 1,024
-samples with a Hann window; hop 256. Because the chirp's instantaneous frequency
-``f(t) = f_start + (f_end - f_start) t / duration`` is known, the dominant-frequency track is scored
-against it at each frame's centre time (the bin spacing is ``sample_rate / frame_length`` Hz, so a
-perfect tracker is off by up to half of that). The centroid is pulled towards the white noise's centroid
-(``sample_rate / 4``) by the noise's share of the frame power, so it reads high early in the sweep and
-low late; the roll-off sits about one bin above the tone (see ``nnjax.apps.signal_features``). Writes ``spectrogram.png`` (power in dB with the true,
-dominant, centroid and roll-off tracks, and their deviations from the truth) and ``features.npz``.
+A synthetic 16 kHz stream (``nnjax.apps.signal_features.chirp_chunks``) -- a linear chirp from
+``--f-start`` to ``--f-end`` Hz of amplitude ``--amplitude`` plus white Gaussian noise of std
+``--noise-std`` -- arrives in chunks of ``--chunk-size`` samples. A host buffer (``stream_blocks``)
+regroups them into fixed-size blocks of ``--frames-per-block`` overlapping frames, and each block goes
+through one jitted function (framing, Hann window, real FFT, the four features; one compiled shape).
+The seed's frame (buffer) is 1,024 samples with a Hann window; hop 256. Because the chirp's
+instantaneous frequency ``f(t) = f_start + (f_end - f_start) t / duration`` is known, the
+dominant-frequency track is scored against it at each frame's centre time (the bin spacing is
+``sample_rate / frame_length`` Hz, so a perfect tracker is off by up to half of that). The centroid is
+pulled towards the white noise's centroid (``sample_rate / 4``) by the noise's share of the frame
+power, so it reads high early in the sweep and low late; the roll-off sits about one bin above the
+tone (see ``nnjax.apps.signal_features``). Writes ``spectrogram.png`` (``nnjax.plots.spectrogram``:
+power in dB with the true, dominant, centroid and roll-off tracks, and their deviations from the
+truth) and ``features.npz``.
 """
 
 from __future__ import annotations
