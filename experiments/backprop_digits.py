@@ -2,7 +2,7 @@
 
     python -m experiments.backprop_digits
 
-``BackpropMLP`` runs ``nnjax.scratch.mlp.apply``, whose ``custom_vjp`` is the hand-written backward
+``BackpropMLP`` runs ``nnjax.scratch.backprop.apply``, whose ``custom_vjp`` is the hand-written backward
 recursion, so every gradient the trainer applies comes from manual backprop. Before training, the
 run measures the largest difference between those gradients and autodiff's on one batch.
 """
@@ -19,7 +19,7 @@ from nnjax import cli, losses
 from nnjax.config import OPTIMIZERS, TrainConfig, check_positive
 from nnjax.data import load_dataset
 from nnjax.models import BackpropMLP
-from nnjax.scratch import mlp
+from nnjax.scratch import backprop
 from nnjax.scratch.activations import ACTIVATIONS
 from nnjax.tasks import fit
 
@@ -49,8 +49,8 @@ def max_grad_error(model: BackpropMLP, x: jax.Array, y: jax.Array) -> float:
         logits = forward(params["layers"], x.reshape(x.shape[0], -1), model.hidden, "linear")
         return jnp.mean(losses.softmax_cross_entropy(logits, y))
 
-    manual = jax.grad(loss)(params, mlp.apply)
-    auto = jax.grad(loss)(params, lambda *args: mlp.forward(*args)[0])
+    manual = jax.grad(loss)(params, backprop.apply)
+    auto = jax.grad(loss)(params, lambda *args: backprop.forward(*args)[0])
     return max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(manual), jax.tree.leaves(auto)))
 
 

@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 from nnjax.models import LSTM, Bidirectional, LSTMForecaster, SimpleRNN
-from nnjax.scratch import recurrent
+from nnjax.scratch import rnn_cells
 
 B, T, D, H = 3, 6, 2, 4
 RUN = {  # jitted once per module so repeated shapes reuse the compiled scan
-    "lstm": (recurrent.init_lstm, jax.jit(recurrent.lstm)),
-    "rnn": (recurrent.init_rnn, jax.jit(recurrent.rnn)),
+    "lstm": (rnn_cells.init_lstm, jax.jit(rnn_cells.lstm)),
+    "rnn": (rnn_cells.init_rnn, jax.jit(rnn_cells.rnn)),
 }
-CELLS = {"lstm": jax.jit(recurrent.lstm_cell), "rnn": jax.jit(recurrent.rnn_cell)}
+CELLS = {"lstm": jax.jit(rnn_cells.lstm_cell), "rnn": jax.jit(rnn_cells.rnn_cell)}
 
 
 def step_by_step(kind, params, x_1xTxD):
@@ -63,7 +63,7 @@ def test_lstm_matches_flax_cell(cell_cls):
     cell = cell_cls(H)
     variables = jax.jit(cell.init)(k_init, carry, x[:, 0])
     want_h, want_carry = flax_loop(cell, variables, carry, x)
-    params = recurrent.from_flax_lstm(variables)
+    params = rnn_cells.from_flax_lstm(variables)
     chex.assert_shape([params["w_ih"], params["w_hh"], params["b"]], [(D, 4 * H), (H, 4 * H), (4 * H,)])
     got_h, got_carry = RUN["lstm"][1](params, x, initial_carry=carry)
     chex.assert_trees_all_close(got_h, want_h, atol=1e-5)
@@ -76,27 +76,27 @@ def test_rnn_matches_flax_simple_cell():
     h0 = jax.random.normal(jax.random.PRNGKey(2), (B, H))
     variables = jax.jit(cell.init)(jax.random.PRNGKey(1), h0, x[:, 0])
     want_h, want_carry = flax_loop(cell, variables, h0, x)
-    got_h, got_carry = RUN["rnn"][1](recurrent.from_flax_simple(variables), x, initial_carry=h0)
+    got_h, got_carry = RUN["rnn"][1](rnn_cells.from_flax_simple(variables), x, initial_carry=h0)
     chex.assert_trees_all_close(got_h, want_h, atol=1e-5)
     chex.assert_trees_all_close(got_carry, want_carry, atol=1e-5)
 
 
 def test_init_shapes_and_forget_bias():
-    params = recurrent.init_lstm(jax.random.PRNGKey(0), D, H)
+    params = rnn_cells.init_lstm(jax.random.PRNGKey(0), D, H)
     chex.assert_shape([params["w_ih"], params["w_hh"], params["b"]], [(D, 4 * H), (H, 4 * H), (4 * H,)])
     np.testing.assert_array_equal(params["b"], np.r_[np.zeros(H), np.ones(H), np.zeros(2 * H)])
     w_hh_f = params["w_hh"][:, H : 2 * H]
     np.testing.assert_allclose(w_hh_f.T @ w_hh_f, np.eye(H), atol=1e-5)  # orthogonal per gate
-    simple = recurrent.init_rnn(jax.random.PRNGKey(0), D, H)
+    simple = rnn_cells.init_rnn(jax.random.PRNGKey(0), D, H)
     chex.assert_shape([simple["w_ih"], simple["w_hh"], simple["b"]], [(D, H), (H, H), (H,)])
     with pytest.raises(ValueError, match="hidden_size"):
-        recurrent.init_lstm(jax.random.PRNGKey(0), D, 0)
+        rnn_cells.init_lstm(jax.random.PRNGKey(0), D, 0)
 
 
 def test_gradient_through_scan():
     params = {
-        "lstm": recurrent.init_lstm(jax.random.PRNGKey(0), D, H),
-        "rnn": recurrent.init_rnn(jax.random.PRNGKey(1), D, H),
+        "lstm": rnn_cells.init_lstm(jax.random.PRNGKey(0), D, H),
+        "rnn": rnn_cells.init_rnn(jax.random.PRNGKey(1), D, H),
     }
     with jax.enable_x64(True):
         params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
@@ -106,7 +106,7 @@ def test_gradient_through_scan():
 
         def loss(params, x):
             total = 0.0
-            for kind, run in (("lstm", recurrent.lstm), ("rnn", recurrent.rnn)):
+            for kind, run in (("lstm", rnn_cells.lstm), ("rnn", rnn_cells.rnn)):
                 h_BxTxH, carry = run(params[kind], x, mask, recurrent_keep_BxH=keep)
                 total += jnp.sum(jnp.sin(h_BxTxH)) + sum(jnp.sum(c**2) for c in jax.tree.leaves(carry))
             return total
@@ -132,18 +132,18 @@ def test_mask_holds_carry_like_unpadded(lengths, kind):
 def test_reverse_padded():
     x = np.arange(B * T, dtype=np.float32).reshape(B, T)
     lengths = [T, 2, 4]
-    got = np.asarray(recurrent.reverse_padded(jnp.asarray(x), jnp.asarray(right_padding_mask(lengths))))
+    got = np.asarray(rnn_cells.reverse_padded(jnp.asarray(x), jnp.asarray(right_padding_mask(lengths))))
     for b, n in enumerate(lengths):
         np.testing.assert_array_equal(got[b], np.r_[x[b, :n][::-1], x[b, n:]])
-    np.testing.assert_array_equal(recurrent.reverse_padded(jnp.asarray(x)), x[:, ::-1])
+    np.testing.assert_array_equal(rnn_cells.reverse_padded(jnp.asarray(x)), x[:, ::-1])
 
 
 def test_scan_rejects_bad_shapes():
-    params = recurrent.init_rnn(jax.random.PRNGKey(0), D, H)
+    params = rnn_cells.init_rnn(jax.random.PRNGKey(0), D, H)
     with pytest.raises(ValueError, match=r"\[B, T, D\]"):
-        recurrent.rnn(params, jnp.zeros((T, D)))
+        rnn_cells.rnn(params, jnp.zeros((T, D)))
     with pytest.raises(ValueError, match="mask"):
-        recurrent.rnn(params, inputs(), jnp.ones((B, T + 1)))
+        rnn_cells.rnn(params, inputs(), jnp.ones((B, T + 1)))
 
 
 @pytest.mark.parametrize("layer_cls", [LSTM, SimpleRNN])
@@ -153,7 +153,7 @@ def test_layer_shapes_and_masked_final_state(layer_cls):
     mask = jnp.asarray(right_padding_mask(lengths))
     seq = layer_cls(H, return_sequences=True)
     last = layer_cls(H)
-    init = recurrent.init_lstm if layer_cls is LSTM else recurrent.init_rnn
+    init = rnn_cells.init_lstm if layer_cls is LSTM else rnn_cells.init_rnn
     variables = {"params": {"cell": init(jax.random.PRNGKey(0), D, H)}}
     want_shapes = jax.tree.map(jnp.shape, variables)
     assert jax.tree.map(jnp.shape, jax.eval_shape(seq.init, jax.random.PRNGKey(0), x)) == want_shapes
@@ -176,7 +176,7 @@ def test_bidirectional_mask_equals_unpadded(return_sequences):
     model = Bidirectional(LSTM(H, return_sequences), SimpleRNN(3, return_sequences))
     variables = {"params": {
         "forward": lstm_variables()["params"],
-        "backward": {"cell": recurrent.init_rnn(jax.random.PRNGKey(1), D, 3)},
+        "backward": {"cell": rnn_cells.init_rnn(jax.random.PRNGKey(1), D, 3)},
     }}
     shapes = jax.tree.map(jnp.shape, jax.eval_shape(model.init, jax.random.PRNGKey(0), x, mask))
     assert shapes == jax.tree.map(jnp.shape, variables)
@@ -196,7 +196,7 @@ def test_bidirectional_mask_equals_unpadded(return_sequences):
 
 
 def lstm_variables(seed=0):
-    return {"params": {"cell": recurrent.init_lstm(jax.random.PRNGKey(seed), D, H)}}
+    return {"params": {"cell": rnn_cells.init_lstm(jax.random.PRNGKey(seed), D, H)}}
 
 
 def test_recurrent_dropout_only_in_train():

@@ -15,7 +15,7 @@ from experiments import backprop_digits, neurons, training_loop, xor_backprop
 from nnjax import cli
 from nnjax.models import MLP, BackpropMLP
 from nnjax.models.mlp import mlp_layers
-from nnjax.scratch import mlp
+from nnjax.scratch import backprop
 from nnjax.scratch.descent import minimize
 
 REFERENCE_ACTIVATIONS = {
@@ -55,14 +55,14 @@ def random_problem(seed, sizes, batch, loss):
         y = jax.random.bernoulli(ky, 0.5, (batch, sizes[-1])).astype(jnp.float32)
     else:
         y = jax.random.uniform(ky, (batch, sizes[-1]))
-    return mlp.init_mlp(kp, sizes, scale=1.0), x, y
+    return backprop.init_mlp(kp, sizes, scale=1.0), x, y
 
 
 @settings(deadline=None, max_examples=12)
 @given(
     sizes=st.lists(st.integers(1, 5), min_size=2, max_size=4),
     batch=st.integers(1, 5),
-    loss=st.sampled_from(mlp.LOSSES),
+    loss=st.sampled_from(backprop.LOSSES),
     hidden=st.sampled_from(["sigmoid", "tanh", "relu", "leaky_relu", "elu"]),
     seed=st.integers(0, 2**16),
 )
@@ -73,7 +73,7 @@ def test_hand_written_gradients_equal_autodiff(sizes, batch, loss, hidden, seed)
 
     @jax.jit
     def both(params, x, y):
-        return mlp.loss_and_grads(params, x, y, loss, hidden), jax.value_and_grad(reference_loss)(params, x, y, loss, hidden)
+        return backprop.loss_and_grads(params, x, y, loss, hidden), jax.value_and_grad(reference_loss)(params, x, y, loss, hidden)
 
     (value, grads), (ref_value, ref_grads) = both(params, x, y)
     np.testing.assert_allclose(value, ref_value, rtol=1e-5, atol=1e-6)
@@ -89,7 +89,7 @@ def test_custom_vjp_runs_the_manual_backward_and_matches_autodiff(sizes, batch, 
     def pullback(forward):
         return jax.jit(jax.grad(lambda p, x: jnp.sum(forward(p, x) * g_out), argnums=(0, 1)))(params, x)
 
-    manual = pullback(lambda p, x: mlp.apply(p, x, "tanh", "sigmoid"))
+    manual = pullback(lambda p, x: backprop.apply(p, x, "tanh", "sigmoid"))
     auto = pullback(lambda p, x: reference_forward(p, x, "tanh", "sigmoid"))
     chex.assert_trees_all_close(manual, auto, atol=1e-5, rtol=1e-5)
 
@@ -97,9 +97,9 @@ def test_custom_vjp_runs_the_manual_backward_and_matches_autodiff(sizes, batch, 
 def test_manual_backward_is_what_jax_grad_calls():
     params, x, _ = random_problem(0, (3, 4, 2), 5, "mse")
     g_out = jnp.ones((5, 2))
-    _, cache = mlp.forward(params, x, "sigmoid", "linear")
-    expected, _ = mlp.backward(params, cache, g_out, "sigmoid", "linear")
-    got = jax.grad(lambda p: jnp.sum(mlp.apply(p, x, "sigmoid", "linear")))(params)
+    _, cache = backprop.forward(params, x, "sigmoid", "linear")
+    expected, _ = backprop.backward(params, cache, g_out, "sigmoid", "linear")
+    got = jax.grad(lambda p: jnp.sum(backprop.apply(p, x, "sigmoid", "linear")))(params)
     chex.assert_trees_all_equal(got, expected)
 
 
@@ -141,26 +141,26 @@ def test_mlp_layers_orders_dense_layers_by_index():
 
 def test_neuron_is_a_dot_product_plus_bias():
     x, w = jnp.array([1.0, 2.0, 3.0]), jnp.array([0.2, 0.3, 0.5])
-    np.testing.assert_allclose(mlp.neuron(x, w, 1.0), 1 * 0.2 + 2 * 0.3 + 3 * 0.5 + 1, rtol=1e-6)
+    np.testing.assert_allclose(backprop.neuron(x, w, 1.0), 1 * 0.2 + 2 * 0.3 + 3 * 0.5 + 1, rtol=1e-6)
 
 
 def test_init_and_forward_shapes():
-    params = mlp.init_mlp(jax.random.PRNGKey(0), (784, 128, 64, 10))
+    params = backprop.init_mlp(jax.random.PRNGKey(0), (784, 128, 64, 10))
     chex.assert_shape([layer["w"] for layer in params], [(784, 128), (128, 64), (64, 10)])
-    out, cache = mlp.forward(params, jnp.zeros((3, 784)))
+    out, cache = backprop.forward(params, jnp.zeros((3, 784)))
     chex.assert_shape(out, (3, 10))
     chex.assert_shape([a for a, _ in cache], [(3, 784), (3, 128), (3, 64)])
-    assert mlp.num_params(params) == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+    assert backprop.num_params(params) == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
 
 
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: mlp.init_mlp(jax.random.PRNGKey(0), (3,)), "at least two positive widths"),
-        (lambda: mlp.init_mlp(jax.random.PRNGKey(0), (3, 0, 1)), "at least two positive widths"),
-        (lambda: mlp.forward(mlp.init_mlp(jax.random.PRNGKey(0), (3, 2)), jnp.zeros((4, 5))), r"x must be \[batch, 3\]"),
-        (lambda: mlp.forward(mlp.init_mlp(jax.random.PRNGKey(0), (3, 2)), jnp.zeros((4, 3)), "swish"), "activation must be one of"),
-        (lambda: mlp.loss_and_grads(mlp.init_mlp(jax.random.PRNGKey(0), (3, 2)), jnp.zeros((4, 3)), jnp.zeros((4, 2)), "hinge"), "loss must be one of"),
+        (lambda: backprop.init_mlp(jax.random.PRNGKey(0), (3,)), "at least two positive widths"),
+        (lambda: backprop.init_mlp(jax.random.PRNGKey(0), (3, 0, 1)), "at least two positive widths"),
+        (lambda: backprop.forward(backprop.init_mlp(jax.random.PRNGKey(0), (3, 2)), jnp.zeros((4, 5))), r"x must be \[batch, 3\]"),
+        (lambda: backprop.forward(backprop.init_mlp(jax.random.PRNGKey(0), (3, 2)), jnp.zeros((4, 3)), "swish"), "activation must be one of"),
+        (lambda: backprop.loss_and_grads(backprop.init_mlp(jax.random.PRNGKey(0), (3, 2)), jnp.zeros((4, 3)), jnp.zeros((4, 2)), "hinge"), "loss must be one of"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(call, message):

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 
-from nnjax.scratch import mlp as scratch_mlp
+from nnjax.scratch import backprop
 
 
 class MLP(nn.Module):
@@ -31,9 +31,9 @@ class MLP(nn.Module):
         return x
 
 
-def mlp_layers(params: dict) -> scratch_mlp.Params:
+def mlp_layers(params: dict) -> backprop.Params:
     """An ``MLP``'s params (``dense{i}`` kernel [Din, Dout] and bias [Dout]) as the scratch layer list
-    ``[{'w', 'b'}, ...]`` that ``nnjax.scratch.mlp`` runs and ``BackpropMLP`` holds under ``'layers'``;
+    ``[{'w', 'b'}, ...]`` that ``nnjax.scratch.backprop`` runs and ``BackpropMLP`` holds under ``'layers'``;
     works on gradients of the same structure too."""
     missing = [f"dense{i}" for i in range(len(params)) if f"dense{i}" not in params]
     if missing:
@@ -45,8 +45,8 @@ class BackpropMLP(nn.Module):
     """A fully connected network whose gradients come from hand-written backprop (seeds 000·1–2, 001·1–2).
 
     Same layout as ``MLP`` (flatten, ``features`` widths, logits out), but the params are the
-    scratch pytree of ``nnjax.scratch.mlp`` (one ``'layers'`` entry) and the forward pass is
-    ``scratch.mlp.apply``, whose ``custom_vjp`` makes ``jax.grad`` — and so the trainer — run the
+    scratch pytree of ``nnjax.scratch.backprop`` (one ``'layers'`` entry) and the forward pass is
+    ``scratch.backprop.apply``, whose ``custom_vjp`` makes ``jax.grad`` — and so the trainer — run the
     textbook backward recursion instead of autodiff.
     """
 
@@ -58,5 +58,5 @@ class BackpropMLP(nn.Module):
         """[B, ...] -> logits [B, features[-1]]."""
         del train
         x = x.reshape(x.shape[0], -1)
-        layers = self.param("layers", lambda key: scratch_mlp.init_mlp(key, (x.shape[-1], *self.features)))
-        return scratch_mlp.apply(layers, x, self.hidden, "linear")
+        layers = self.param("layers", lambda key: backprop.init_mlp(key, (x.shape[-1], *self.features)))
+        return backprop.apply(layers, x, self.hidden, "linear")

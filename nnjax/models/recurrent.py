@@ -1,4 +1,4 @@
-"""Recurrent layers (seeds 001·10, 001·14, 003·11, 004·12) built on ``nnjax.scratch.recurrent``.
+"""Recurrent layers (seeds 001·10, 001·14, 003·11, 004·12) built on ``nnjax.scratch.rnn_cells``.
 
 Layers take ``(x_BxTxD, mask=None, train=False)``: ``mask`` [B, T] marks real steps (1) and right
 padding (0); dropout is active only with ``train=True`` and draws from the ``'dropout'`` rng stream.
@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nnjax.scratch import recurrent as scratch
+from nnjax.scratch import rnn_cells
 
 
 class _Recurrent(nn.Module):
@@ -36,7 +36,7 @@ class _Recurrent(nn.Module):
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if x_BxTxD.ndim != 3:
             raise ValueError(f"x must have shape [B, T, D], got {x_BxTxD.shape}")
-        init = scratch.init_lstm if self.kind == "lstm" else scratch.init_rnn
+        init = rnn_cells.init_lstm if self.kind == "lstm" else rnn_cells.init_rnn
         params = self.param("cell", lambda key: init(key, x_BxTxD.shape[-1], self.hidden))
         x_BxTxD = nn.Dropout(self.dropout, broadcast_dims=(1,))(x_BxTxD, deterministic=not train)
         keep_BxH = None
@@ -44,7 +44,7 @@ class _Recurrent(nn.Module):
             rate = self.recurrent_dropout
             keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - rate, (x_BxTxD.shape[0], self.hidden))
             keep_BxH = keep.astype(x_BxTxD.dtype) / (1.0 - rate)
-        run = scratch.lstm if self.kind == "lstm" else scratch.rnn
+        run = rnn_cells.lstm if self.kind == "lstm" else rnn_cells.rnn
         h_BxTxH, carry = run(params, x_BxTxD, mask, recurrent_keep_BxH=keep_BxH)
         if self.return_sequences:
             return h_BxTxH
@@ -78,9 +78,9 @@ class Bidirectional(nn.Module):
     def __call__(self, x_BxTxD: jax.Array, mask: jax.Array | None = None, train: bool = False) -> jax.Array:
         """[B, T, D] -> [B, T, H_f + H_b] or [B, H_f + H_b]."""
         y_fwd = self.forward(x_BxTxD, mask, train=train)
-        y_bwd = self.backward(scratch.reverse_padded(x_BxTxD, mask), mask, train=train)
+        y_bwd = self.backward(rnn_cells.reverse_padded(x_BxTxD, mask), mask, train=train)
         if y_bwd.ndim == 3:
-            y_bwd = scratch.reverse_padded(y_bwd, mask)
+            y_bwd = rnn_cells.reverse_padded(y_bwd, mask)
         return jnp.concatenate([y_fwd, y_bwd], axis=-1)
 
 
