@@ -26,17 +26,14 @@ import sys
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from nnjax import cli, losses, plots
 from nnjax.config import TrainConfig, check_positive
-from nnjax.data import Dataset, load_dataset, predict_batched
+from nnjax.data import load_dataset, predict_batched
+from nnjax.data.transforms import BINARIZE, binarized, redraw_binary
 from nnjax.errors import ConfigError
 from nnjax.models.flows import FlowVAE, importance_weighted_bound
 from nnjax.tasks import fit
-
-BINARIZE = ("threshold", "dynamic")
-BINARIZE_SEED = 20240102  # fixed: the once-drawn binary validation/test images never depend on --seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,33 +55,6 @@ class Config(TrainConfig):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         super().validate()
-
-
-def binarized(data: Dataset, binarize: str) -> Dataset:
-    """``data`` with 0/1 images: thresholded at 0.5, or (``'dynamic'``) one fixed Bernoulli draw per image,
-    the grey levels kept as ``'x_prob'`` in the training split for fresh draws during training."""
-    if binarize == "threshold":
-        return dataclasses.replace(
-            data,
-            train={**data.train, "x": (data.train["x"] > 0.5).astype(np.float32)},
-            test={**data.test, "x": (data.test["x"] > 0.5).astype(np.float32)},
-        )
-    rng = np.random.default_rng(BINARIZE_SEED)
-
-    def draw(x: np.ndarray) -> np.ndarray:
-        return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
-
-    return dataclasses.replace(
-        data,
-        train={**data.train, "x": draw(data.train["x"]), "x_prob": data.train["x"]},
-        test={**data.test, "x": draw(data.test["x"])},
-    )
-
-
-def redraw_binary(key: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """Dynamic binarisation (a trainer ``augment``): ``x ~ Bernoulli(x_prob)``, fresh for every step."""
-    x = jax.random.bernoulli(key, batch["x_prob"]).astype(batch["x"].dtype)
-    return {**batch, "x": x}
 
 
 def mean_iwae(model: FlowVAE, variables, x_NxHxWxC: np.ndarray, config: Config) -> float:

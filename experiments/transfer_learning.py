@@ -29,6 +29,7 @@ from nnjax import cli, losses
 from nnjax.config import TrainConfig, check_positive, parse_widths, prepare_workdir
 from nnjax.data import Dataset, load_dataset
 from nnjax.data.images import imagenet_normalize
+from nnjax.data.transforms import split_tasks
 from nnjax.errors import ConfigError
 from nnjax.models.resnet import STEMS, VARIANTS, ResNet, resnet
 from nnjax.models.torch_import import WarmStart, drop, load_torch_state_dict, resnet_params_from_torch
@@ -58,30 +59,6 @@ class Config(TrainConfig):
         check_positive(self, "pretrain_epochs", "target_labels", "split_class", "head_learning_rate")
         if len(parse_widths(self.stage_sizes, "stage-sizes")) != len(parse_widths(self.widths, "widths")):
             raise ConfigError(f"--stage-sizes {self.stage_sizes!r} and --widths {self.widths!r} must list as many stages")
-
-
-def class_subset(split: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, np.ndarray]:
-    """The examples with ``lo <= y < hi``, labels shifted to ``0 .. hi - lo - 1``."""
-    keep = (split["y"] >= lo) & (split["y"] < hi)
-    return {"x": split["x"][keep], "y": split["y"][keep] - lo}
-
-
-def split_tasks(data: Dataset, split_class: int, target_labels: int, seed: int) -> tuple[Dataset, Dataset]:
-    """(source, target) tasks: classes below/above ``split_class``; the target keeps ``target_labels``
-    random training examples (``seed``) and its whole test split."""
-    if not 1 <= split_class < data.num_classes - 1:
-        raise ConfigError(f"--split-class must be in [1, {data.num_classes - 2}] for {data.num_classes} classes, got {split_class}")
-    source = Dataset(f"{data.name}[<{split_class}]", data.source, class_subset(data.train, 0, split_class),
-                     class_subset(data.test, 0, split_class), split_class)
-    target_train = class_subset(data.train, split_class, data.num_classes)
-    n = len(target_train["y"])
-    if target_labels > n:
-        raise ConfigError(f"--target-labels must be <= {n} (target training examples), got {target_labels}")
-    few = np.sort(np.random.default_rng(seed).permutation(n)[:target_labels])
-    target = Dataset(f"{data.name}[>={split_class}]x{target_labels}", data.source,
-                     {k: v[few] for k, v in target_train.items()},
-                     class_subset(data.test, split_class, data.num_classes), data.num_classes - split_class)
-    return source, target
 
 
 def imagenet_inputs(data: Dataset) -> Dataset:

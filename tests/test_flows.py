@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from conftest import blob_dataset
-from experiments import flow_vae
 from nnjax import losses
 from nnjax.config import TrainConfig
+from nnjax.data.transforms import binarized, redraw_binary
 from nnjax.models.flows import (
     FlowVAE,
     NormalizingFlow,
@@ -154,14 +154,14 @@ def test_iwae_bound_approaches_the_quadrature_log_likelihood(small_vae):
 
 
 def test_fit_on_dynamically_binarised_blobs_reduces_the_loss(tmp_path):
-    data = flow_vae.binarized(blob_dataset(n_train=160, n_test=40), "dynamic")
+    data = binarized(blob_dataset(n_train=160, n_test=40), "dynamic")
     assert set(np.unique(data.train["x"])) == {0.0, 1.0} and "x_prob" in data.train
     config = TrainConfig(
         steps=16, batch_size=16, learning_rate=1e-2, eval_batch_size=40, log_every_steps=4, checkpoint_every_epochs=0,
         workdir=str(tmp_path),
     )  # 128 training examples: 8 steps per epoch, 4 equal chunks of 4 steps (one compiled scan)
     model = FlowVAE(pixels=64, latent_dim=2, hidden=16, num_flows=2)
-    result = fit(config, model, data, losses.flow_vae_elbo, experiment="test", augment=flow_vae.redraw_binary)
+    result = fit(config, model, data, losses.flow_vae_elbo, experiment="test", augment=redraw_binary)
     train = [row["train_loss"] for row in result.history if row["kind"] == "train"]
     assert train[-1] < train[0] - 1, train
     assert result.summary["steps"] == 16

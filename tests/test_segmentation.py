@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 from scipy import ndimage
+from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_score
 
 from nnjax import losses, metrics
 from nnjax.data import segmentation
@@ -67,8 +68,8 @@ def _boundary_f1_oracle(pred: np.ndarray, true: np.ndarray, tolerance: int) -> f
         return m & ~ndimage.binary_erosion(m, np.ones((3, 3)), border_value=1)
 
     pc, tc = contour(pred), contour(true)
-    if not pc.any() and not tc.any():
-        return 1.0
+    if not pc.any() and not tc.any():  # each mask all background or all foreground
+        return float(np.array_equal(pred, true))
     if not pc.any() or not tc.any():
         return 0.0
     p = (ndimage.distance_transform_edt(~tc)[pc] <= tolerance).mean()
@@ -255,19 +256,47 @@ def test_flat_lecun_normal_has_lecun_variance():
 # --- experiment ------------------------------------------------------------------------------------
 
 
+def _pixel_scores_oracle(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Dice (= pixel F1), IoU (Jaccard), precision and recall of one mask pair by scikit-learn; 1.0 when
+    both masks are empty, else 0.0 for an empty denominator (an empty prediction has precision 0)."""
+    p, t = pred.ravel(), true.ravel().astype(bool)
+    if not p.any() and not t.any():
+        return dict.fromkeys(("dice", "iou", "precision", "recall"), 1.0)
+    return {"dice": f1_score(t, p, zero_division=0.0), "iou": jaccard_score(t, p, zero_division=0.0),
+            "precision": precision_score(t, p, zero_division=0.0), "recall": recall_score(t, p, zero_division=0.0)}
+
+
 @pytest.mark.slow
-def test_unet_experiment_smoke(tmp_path):
-    """A few real training steps end to end (XLA's native convolutions: ~40% faster to compile than im2col)."""
+def test_unet_experiment_smoke(tmp_path, monkeypatch):
+    """A few real training steps end to end (XLA's native convolutions: ~40% faster to compile than im2col);
+    the reported scores are recomputed with scikit-learn and scipy from the run's own hard test masks."""
     from experiments import unet_segmentation
 
+    predicted, predict_masks = [], unet_segmentation.predict_masks
+
+    def recording_predict_masks(*args, **kwargs):  # the script's hard test masks, recorded on the way
+        predicted.append(predict_masks(*args, **kwargs))
+        return predicted[-1]
+
+    monkeypatch.setattr(unet_segmentation, "predict_masks", recording_predict_masks)
     config = unet_segmentation.Config(
         data="shapes", tile=16, base=4, conv_impl="xla", shapes_train=48, shapes_test=8, steps=6, batch_size=8,
-        eval_batch_size=8, log_every_steps=3, learning_rate=3e-3, overlay_examples=2, workdir=str(tmp_path),
-    )
+        eval_batch_size=8, log_every_steps=3, learning_rate=3e-2, overlay_examples=2, workdir=str(tmp_path),
+    )  # lr 3e-2: after 6 steps the hard masks are partly right (at 3e-3 they are all empty, every score 0)
     config.validate()
     summary = unet_segmentation.main(config)
-    for name in ("dice", "iou", "precision", "recall", "boundary_f1", "pooled_dice", "pooled_iou"):
-        assert 0.0 <= summary[f"test_{name}"] <= 1.0, name
+    true = unet_segmentation.load_data(config).test["y"]
+    (pred,) = predicted
+    assert pred.shape == true.shape and pred.dtype == bool
+    assert pred.any(axis=(1, 2)).all() and 0.01 < pred.mean() < 0.5  # neither empty nor full: the oracle has work
+    per_tile = [_pixel_scores_oracle(p, t) | {"boundary_f1": _boundary_f1_oracle(p, t.astype(bool), config.tolerance)}
+                for p, t in zip(pred, true)]
+    for name in ("dice", "iou", "precision", "recall", "boundary_f1"):
+        want = np.mean([scores[name] for scores in per_tile])
+        np.testing.assert_allclose(summary[f"test_{name}"], want, atol=1e-4, err_msg=name)
+    pooled = _pixel_scores_oracle(pred, true)
+    np.testing.assert_allclose(summary["test_pooled_dice"], pooled["dice"], atol=1e-4)
+    np.testing.assert_allclose(summary["test_pooled_iou"], pooled["iou"], atol=1e-4)
     assert summary["steps"] == 6 and summary["data"] == "shapes"
     assert os.path.exists(tmp_path / "overlay.png") and os.path.exists(tmp_path / "learning_curves.png")
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

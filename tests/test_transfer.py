@@ -9,14 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from sklearn.metrics import accuracy_score
 
 from experiments import transfer_learning
 from nnjax import losses
-from nnjax.data import Dataset
+from nnjax.data import Dataset, load_dataset
+from nnjax.data.transforms import split_tasks
 from nnjax.errors import ConfigError
 from nnjax.models.resnet import ResNet
 from nnjax.optim import freeze, parameter_counts
-from nnjax.train.state import TrainState
+from nnjax.tasks import fit
+from nnjax.train.state import TrainState, model_variables
 from nnjax.train.steps import make_train_step
 
 
@@ -84,17 +87,25 @@ def _dataset(n_train=60, n_test=30, classes=4, seed=0):
 
 
 def test_split_tasks_relabels_and_keeps_few_target_labels():
-    source, target = transfer_learning.split_tasks(_dataset(), split_class=2, target_labels=10, seed=0)
+    source, target = split_tasks(_dataset(), split_class=2, target_labels=10, seed=0)
     assert source.num_classes == target.num_classes == 2
     assert set(source.train["y"]) == set(target.test["y"]) == {0, 1}
     assert len(target.train["y"]) == 10 and len(source.train["y"]) == 30
     np.testing.assert_array_equal(target.test["x"], _dataset().test["x"][_dataset().test["y"] >= 2])
     with pytest.raises(ConfigError, match="--target-labels must be <= 30"):
-        transfer_learning.split_tasks(_dataset(), split_class=2, target_labels=31, seed=0)
+        split_tasks(_dataset(), split_class=2, target_labels=31, seed=0)
 
 
 @pytest.mark.slow
-def test_transfer_learning_experiment_runs_three_phases(tmp_path):
+def test_transfer_learning_experiment_runs_three_phases(tmp_path, monkeypatch):
+    runs = {}
+
+    def recording_fit(config, model, data, *args, **kwargs):  # the script's own fit, its arguments kept
+        result = fit(config, model, data, *args, **kwargs)
+        runs[os.path.basename(config.workdir)] = (data, result.state)
+        return result
+
+    monkeypatch.setattr(transfer_learning, "fit", recording_fit)
     config = transfer_learning.Config(
         data="digits", epochs=1, pretrain_epochs=1, target_labels=80, stage_sizes="1", widths="4",
         batch_size=32, eval_batch_size=512, validation_fraction=0.0, workdir=str(tmp_path),
@@ -103,8 +114,25 @@ def test_transfer_learning_experiment_runs_three_phases(tmp_path):
     # fc of width 4 -> 5 classes is all that trains; the rest: 3x3 convs 1->4, 4->4, 4->4 and three BNs.
     assert result["trainable_params"] == 4 * 5 + 5
     assert result["frozen_params"] == 9 * 4 + 2 * 9 * 16 + 3 * 2 * 4
-    for key in ("source_test_accuracy", "transfer_test_accuracy", "scratch_test_accuracy"):
-        assert 0.0 <= result[key] <= 1.0
+    # Oracle: each reported accuracy is sklearn's accuracy of the trained network's arg-max predictions on
+    # the test split of its task, digits 0-4 for pretraining and 5-9 (labels shifted to 0-4) for the others.
+    digits = load_dataset("digits")
+    assert sorted(runs) == ["pretrain", "scratch", "transfer"]
+    for phase, (lo, hi) in (("pretrain", (0, 5)), ("transfer", (5, 10)), ("scratch", (5, 10))):
+        data, state = runs[phase]
+        keep = (digits.test["y"] >= lo) & (digits.test["y"] < hi)
+        np.testing.assert_array_equal(data.test["x"], digits.test["x"][keep])
+        np.testing.assert_array_equal(data.test["y"], digits.test["y"][keep] - lo)
+        logits = state.apply_fn(model_variables(state.params, state.batch_stats), data.test["x"], train=False)
+        accuracy = accuracy_score(data.test["y"], np.asarray(logits).argmax(-1))
+        key = "source_test_accuracy" if phase == "pretrain" else f"{phase}_test_accuracy"
+        np.testing.assert_allclose(result[key], accuracy, atol=1e-4, err_msg=phase)
+    transfer_state, scratch_state = runs["transfer"][1], runs["scratch"][1]
+    chex.assert_trees_all_equal(  # the transferred backbone is the pretrained one, not retrained
+        {k: v for k, v in transfer_state.params.items() if k != "fc"},
+        {k: v for k, v in runs["pretrain"][1].params.items() if k != "fc"},
+    )
+    assert not np.allclose(transfer_state.params["conv1"]["kernel"], scratch_state.params["conv1"]["kernel"])
     for phase in ("pretrain", "transfer", "scratch"):
         with open(os.path.join(tmp_path, phase, "metrics.jsonl")) as f:
             assert json.loads(f.readlines()[-1])["kind"] == "test"
