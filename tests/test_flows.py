@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from conftest import blob_dataset
+from experiments import flow_vae
 from nnjax import losses
 from nnjax.config import TrainConfig
+from nnjax.data import load_dataset
 from nnjax.data.transforms import binarized, redraw_binary
 from nnjax.models.flows import (
     FlowVAE,
@@ -169,3 +171,24 @@ def test_fit_on_dynamically_binarised_blobs_reduces_the_loss(tmp_path):
     np.testing.assert_allclose(
         result.summary["test_loss"], result.summary["test_recon"] + result.summary["test_kl"], rtol=1e-3
     )
+
+
+def test_flow_vae_experiment_beats_the_best_latent_free_model_on_digits(tmp_path):
+    """Learning check of the README's flow VAE: 400 steps on thresholded 8x8 digits. The baseline is the best
+    model without a latent, independent Bernoulli pixels at the training split's pixel means; its test NLL is
+    closed-form. The untrained network scores ~50 nats, the baseline ~24.6, the trained one ~20.7 (IWAE ~20.1)."""
+    config = flow_vae.Config(
+        data="digits", steps=400, batch_size=32, learning_rate=3e-3, hidden=64, latent_dim=4, flows=2, iwae_samples=16,
+        iwae_batch_size=500, eval_batch_size=500, log_every_steps=200, checkpoint_every_epochs=0, workdir=str(tmp_path),
+    )
+    summary = flow_vae.main(config)
+    data = binarized(load_dataset("digits"), "threshold")
+    mean_P = np.clip(data.train["x"].reshape(len(data.train["x"]), -1).mean(0, dtype=np.float64), 1e-3, 1 - 1e-3)
+    x_NxP = data.test["x"].reshape(len(data.test["x"]), -1)
+    baseline_nll = -np.mean(x_NxP @ np.log(mean_P) + (1 - x_NxP) @ np.log1p(-mean_P))
+    assert summary["steps"] == 400 and summary["flows"] == 2
+    assert summary["test_loss"] < baseline_nll - 2.0, (summary["test_loss"], baseline_nll)  # -ELBO, nats per image
+    assert -summary["test_iwae"] < baseline_nll - 2.0, (summary["test_iwae"], baseline_nll)
+    assert summary["test_iwae"] > -summary["test_loss"]  # 16 importance samples: a tighter bound than the ELBO
+    for name in ("samples.png", "reconstructions.png"):
+        assert (tmp_path / name).stat().st_size > 0

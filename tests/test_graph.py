@@ -220,15 +220,19 @@ def test_stochastic_block_model_densities_and_seed():
 
 
 def test_gat_karate_trains_from_two_labels(tmp_path):
+    """The README's GAT at its defaults: 200 full-batch epochs from the 2 labelled members. Untrained (learning
+    rate ~0) the network labels 21 of the 32 others right (test accuracy 0.66, test loss 0.69 = chance, train
+    accuracy 0.5); trained it gets 30 (0.94; 0.94-0.97 over seeds 0-5) at test loss 0.18 (0.12-0.20)."""
     from experiments.gat_karate import Config, main
 
     workdir = str(tmp_path / "run")
-    result = main(Config(epochs=40, log_every_epochs=20, workdir=workdir))
-    assert result["epochs"] == 40 and result["labelled_nodes"] == 2 and result["test_nodes"] == 32
-    assert result["train_accuracy"] == 1.0 and result["test_accuracy"] >= 0.8
+    result = main(Config(epochs=200, log_every_epochs=100, workdir=workdir))
+    assert result["epochs"] == 200 and result["labelled_nodes"] == 2 and result["test_nodes"] == 32
+    assert result["train_accuracy"] == 1.0 and result["test_accuracy"] >= 0.9
+    assert result["test_loss"] < 0.4  # chance (uniform over the 2 clubs) is ln 2 = 0.69
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
-    assert [r["step"] for r in rows if r["kind"] == "test"] == [20, 40]
+    assert [r["step"] for r in rows if r["kind"] == "test"] == [100, 200]
     assert rows[-2]["train_loss"] < 0.69  # below chance (ln 2) after training
     for name in ("graph.png", "learning_curves.png", "config.json"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0

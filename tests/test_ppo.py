@@ -210,3 +210,34 @@ def test_config_rejects_minibatches_that_do_not_divide_the_batch():
 def test_steps_to_target():
     assert ppo.steps_to_target(np.array([10.0, 480, 470, 500]), np.array([1, 2, 3, 4]), 475) == 2
     assert ppo.steps_to_target(np.array([10.0, 20]), np.array([1, 2]), 475) is None
+
+
+def random_policy_return(num_envs: int = 32, steps: int = 400, seed: int = 0) -> float:
+    """Mean return of the CartPole episodes that uniformly random actions complete (about 22)."""
+
+    def body(state, key):
+        act_key, step_key = jax.random.split(key)
+        action_N = jax.random.bernoulli(act_key, 0.5, (num_envs,)).astype(jnp.int32)
+        _, state, _, done, info = jax.vmap(cartpole.log_step)(jax.random.split(step_key, num_envs), state, action_N)
+        return state, (done, info["returned_episode_return"])
+
+    _, state = jax.vmap(cartpole.log_reset)(jax.random.split(jax.random.PRNGKey(seed), num_envs))
+    _, (done_TxN, return_TxN) = jax.jit(lambda s, k: jax.lax.scan(body, s, k))(
+        state, jax.random.split(jax.random.PRNGKey(seed + 1), steps))
+    done_TxN = np.asarray(done_TxN)
+    assert done_TxN.sum() > 200  # enough finished episodes for a stable mean
+    return float(np.asarray(return_TxN)[done_TxN].mean())
+
+
+def test_ppo_learns_cartpole_far_beyond_a_random_policy():
+    """Learning check of the README's PPO (the experiment's network and optimizer, 4 envs, 40,960 env steps):
+    over its last 10 updates the policy's episodes return ~230 (172-247 over 4 seeds tried) against ~22 for
+    random actions; untrained (learning rate ~0) it stays near 20."""
+    config = ppo_cartpole.Config(num_envs=4, num_steps=128, total_timesteps=40_960)
+    out = jax.jit(ppo.make_train(config))(jax.random.PRNGKey(0))
+    return_U = np.asarray(out["metrics"]["episode_return"])
+    assert return_U.shape == (80,)
+    random_return = random_policy_return()
+    assert 15 < random_return < 30, random_return
+    trained = return_U[-10:].mean()
+    assert trained >= max(5 * random_return, 100.0), (trained, random_return)
