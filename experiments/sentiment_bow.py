@@ -7,9 +7,9 @@ The slide's model, trained: word embeddings (vocabulary 5,000, width 100) pooled
 cross-entropy; batch 32 as on the slide, Adam 1e-3 through ``nnjax.train.fit``. The slide's 10
 epochs overfit the 8,197 training snippets (validation loss 0.49 after epoch 1, 1.40 after 10), so
 the defaults are 3 epochs with dropout 0.5 on the pooled embedding, chosen on the validation
-split (``--epochs 10 --dropout 0`` runs the slide's schedule). Data
-and the slide-13 evaluation (accuracy, precision, recall, F1, ``confusion_matrix.png``) are those
-of ``experiments.sentiment_lstm``.
+split (``--epochs 10 --dropout 0`` runs the slide's schedule). Data and the slide-13 evaluation
+(accuracy, precision, recall, F1, ``confusion_matrix.png``) are ``nnjax.tasks.text_classification``'s,
+as for ``experiments.sentiment_lstm``.
 """
 
 from __future__ import annotations
@@ -17,29 +17,33 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from experiments import sentiment_lstm
 from nnjax import cli, losses
-from nnjax.models.text import BagOfWords
+from nnjax.config import check_positive
+from nnjax.models.text_classifiers import BagOfWords
 from nnjax.tasks import fit
+from nnjax.tasks.text_classification import SentimentConfig, binary_test_report, load_data
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(sentiment_lstm.Config):
+class Config(SentimentConfig):
     """Mean word embedding (5,000 x 100), dropout 0.5 -> Dense(64) ReLU -> Dense(1); Adam 1e-3, batch 32, 3 epochs."""
 
     epochs: int = 3
     vocab_size: int = 5_000
-    embed_dim: int = 100
-    hidden: int = 64
-    dropout: float = 0.5
-    recurrent_dropout: float = 0.0  # unused: the bag of words has no recurrence
+    embed_dim: int = 100  # word-embedding width
+    hidden: int = 64  # units of the ReLU layer
+    dropout: float = 0.5  # on the pooled embedding
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive(self, "embed_dim", "hidden")
 
 
 def main(config: Config) -> dict:
-    data = sentiment_lstm.load_data(config)
+    data, _ = load_data(config)
     model = BagOfWords(config.vocab_size, config.embed_dim, config.hidden, config.dropout)
     result = fit(config, model, data, losses.binary_classification, experiment="sentiment_bow")
-    return sentiment_lstm.evaluate(result, data, config.eval_batch_size)
+    return binary_test_report(result, data, config.eval_batch_size)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ Here the same pipeline -- tokenize -> transformer encoder -> pooled classifier -
 is nnjax's own ``TransformerClassifier`` (pre-LayerNorm encoder, masked mean pooling, Dense(1);
 ``--norm post --activation relu --positional sinusoidal`` gives the encoder of seeds 000·5 / 001·11)
 trained from scratch through ``nnjax.train.fit`` on the Rotten Tomatoes snippets that
-``experiments.sentiment_lstm`` uses (same data, split and slide-13 evaluation: accuracy,
-precision, recall, F1, ``confusion_matrix.png``). Training writes ``classifier.msgpack`` (the
+``experiments.sentiment_lstm`` uses (same data, split and slide-13 evaluation of
+``nnjax.tasks.text_classification``: accuracy, precision, recall, F1, ``confusion_matrix.png``). Training writes ``classifier.msgpack`` (the
 params, ``nnjax.models.weights``) and ``vocab.json`` into the run directory.
 
 Inference mode: ``--weights PATH --predict "text|text|..."`` loads a local weights file (and the
@@ -28,30 +28,30 @@ import sys
 import jax
 import numpy as np
 
-from experiments import sentiment_lstm
 from nnjax import cli, losses
 from nnjax.config import check_divisible, check_positive
-from nnjax.data.sentiment import CLASS_NAMES, encode_texts, load_sentiment
+from nnjax.data.sentiment import CLASS_NAMES, encode_texts
 from nnjax.data.text import Vocabulary
 from nnjax.errors import ConfigError, DataUnavailableError
 from nnjax.models.transformer import ACTIVATIONS, NORMS, POOLINGS, POSITIONALS, TransformerClassifier
 from nnjax.models.weights import load_params, save_params
 from nnjax.tasks import fit, predict_probabilities
+from nnjax.tasks.text_classification import SentimentConfig, binary_test_report, load_data
 
 WEIGHTS_FILE, VOCAB_FILE = "classifier.msgpack", "vocab.json"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(sentiment_lstm.Config):
+class Config(SentimentConfig):
     """Transformer encoder (2 pre-LN blocks, d_model 64, 4 heads, d_ff 128) -> mean pool -> Dense(1); Adam 1e-3, batch 32, 2 epochs."""
 
     epochs: int = 2
     max_len: int = 64
-    d_model: int = 64
+    d_model: int = 64  # token-embedding and encoder width
     num_heads: int = 4
-    num_layers: int = 2
-    d_ff: int = 128
-    dropout: float = 0.1
+    num_layers: int = 2  # encoder blocks
+    d_ff: int = 128  # hidden width of each block's MLP
+    dropout: float = 0.1  # on attention weights, residual branches, embeddings and the pooled vector
     pooling: str = dataclasses.field(default="mean", metadata={"choices": POOLINGS})
     norm: str = dataclasses.field(default="pre", metadata={"choices": NORMS})  # post: seed 001·11's block
     activation: str = dataclasses.field(default="gelu", metadata={"choices": tuple(ACTIVATIONS)})
@@ -59,9 +59,6 @@ class Config(sentiment_lstm.Config):
     weights: str | None = None  # a classifier.msgpack to load for --predict (inference mode)
     vocab: str | None = None  # its vocab.json; default: vocab.json beside --weights
     predict: str | None = None  # '|'-separated texts to classify with --weights
-    embed_dim: int = 64  # unused: the width is --d-model
-    hidden: int = 64  # unused: the encoder's MLP width is --d-ff
-    recurrent_dropout: float = 0.0  # unused: no recurrence
 
     def validate(self) -> None:
         super().validate()
@@ -114,12 +111,12 @@ def predict(config: Config) -> dict:
 def main(config: Config) -> dict:
     if config.weights is not None:
         return predict(config)
-    data, vocab = load_sentiment(config.data, config.data_path, config.data_dir, config.max_len, config.vocab_size)
+    data, vocab = load_data(config)
     result = fit(config, make_model(config), data, losses.binary_classification, experiment="sentiment_transformer")
     workdir = result.summary["workdir"]
     save_params(os.path.join(workdir, WEIGHTS_FILE), result.state.params)
     vocab.to_json(os.path.join(workdir, VOCAB_FILE))
-    out = sentiment_lstm.evaluate(result, data, config.eval_batch_size)
+    out = binary_test_report(result, data, config.eval_batch_size)
     num_params = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(result.state.params))
     return {**out, "num_params": num_params, "weights": WEIGHTS_FILE, "vocab": VOCAB_FILE}
 

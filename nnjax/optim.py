@@ -25,6 +25,26 @@ def make_optimizer(name: str, learning_rate: float | optax.Schedule) -> optax.Gr
     return builders[name]()
 
 
+def adamw_warmup_cosine(
+    learning_rate: float, total_steps: int, warmup_steps: int = 100, weight_decay: float = 0.1, b2: float = 0.99,
+    clip_norm: float = 1.0,
+) -> optax.GradientTransformation:
+    """nanoGPT's recipe: gradients clipped at global norm ``clip_norm``, then AdamW (``b2``, decoupled
+    ``weight_decay`` on parameters with >= 2 dimensions only) whose learning rate warms up linearly from 0
+    over ``min(warmup_steps, total_steps - 1)`` steps and decays along a cosine to ``learning_rate / 10``
+    at ``total_steps``."""
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, min(warmup_steps, total_steps - 1), total_steps, learning_rate / 10
+    )
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
+    return optax.chain(
+        optax.clip_by_global_norm(clip_norm),
+        optax.adamw(schedule, b2=b2, weight_decay=weight_decay, mask=decay_mask),
+    )
+
+
 def step_lr(init_value: float, step_size: int = 30, gamma: float = 0.1) -> optax.Schedule:
     """PyTorch's ``StepLR`` as an optax schedule: ``lr(e) = init_value · gamma^⌊e / step_size⌋``.
 

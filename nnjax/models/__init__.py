@@ -15,7 +15,7 @@ from nnjax.models.recurrent import LSTM, Bidirectional, LSTMForecaster, SimpleRN
 from nnjax.models.resmlp import DropoutMLP, ResMLP, ScratchBatchNorm, ScratchDropout
 from nnjax.models.resnet import BasicBlock, Bottleneck, ResNet, resnet, resnet18, resnet50
 from nnjax.models.spectral import SpectralNorm, spectral_normalize
-from nnjax.models.text import BagOfWords, SentimentLSTM
+from nnjax.models.text_classifiers import BagOfWords, SentimentLSTM
 from nnjax.models.transformer import EncoderBlock, TransformerClassifier, TransformerEncoder, TransformerLM
 from nnjax.models.unet import UNet
 

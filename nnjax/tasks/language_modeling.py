@@ -1,0 +1,195 @@
+"""Character language modelling with ``TransformerLM`` (seed 000·13): model, decoding flags, run files, report.
+
+``LMConfig`` holds the flags of a character LM experiment beyond its data: the model's sizes, the
+optimizer's warm-up and weight decay (``nnjax.optim.adamw_warmup_cosine``) and how to decode.
+A run trains through ``nnjax.tasks.fit`` with ``losses.next_token`` and leaves ``lm.msgpack``
+(params) and ``vocab.json`` in its directory (``save_lm``); ``load_lm`` reads them back with the
+sizes from the run's ``config.json``. ``sample_texts`` decodes from a model: sampled continuations
+of the prompt (``nnjax.models.generation.generate``) or the beam-search results
+(``lm_beam_search``); ``lm_report`` turns the run's summary into validation figures per character.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nnjax.config import TrainConfig, check_divisible, check_positive
+from nnjax.data import Dataset
+from nnjax.data.chars import CharVocabulary
+from nnjax.errors import ConfigError, DataUnavailableError
+from nnjax.models.generation import generate, lm_beam_search
+from nnjax.models.transformer import REMAT_POLICIES, TransformerLM
+from nnjax.models.weights import load_params, save_params
+from nnjax.train import RunResult
+
+WEIGHTS_FILE, VOCAB_FILE, SAMPLES_FILE = "lm.msgpack", "vocab.json", "samples.txt"
+
+
+@dataclasses.dataclass(frozen=True)
+class LMConfig(TrainConfig):
+    """Flags of a character LM: ``TransformerLM`` sizes (nanoGPT's CPU configuration), AdamW, decoding."""
+
+    optimizer: str = dataclasses.field(default="adamw", metadata={"choices": ("adamw",)})
+    warmup_steps: int = 100  # linear warm-up, then cosine decay to --learning-rate / 10
+    weight_decay: float = 0.1  # AdamW's decoupled decay, on matrices only
+    validation_fraction: float = 0.0  # the held-out text is the validation split
+    block_size: int = 64  # context length in characters
+    d_model: int = 128
+    num_heads: int = 4
+    num_layers: int = 4
+    dropout: float = 0.0
+    remat: str = dataclasses.field(default="none", metadata={"choices": tuple(REMAT_POLICIES)})
+    sample: bool = False  # generate from the trained run in --workdir instead of training
+    prompt: str = "\\n"  # backslash escapes such as \n are decoded
+    num_samples: int = 1  # continuations to sample (after training: 0 skips sampling)
+    max_new_tokens: int = 500
+    temperature: float = 0.8  # 0: greedy
+    top_k: int = 0  # > 0: sample from the k most likely characters only
+    top_p: float = 1.0  # < 1: sample from the smallest set of characters holding this probability
+    eos: str = ""  # a character that ends a sample ('' : none); beam search defaults to a newline
+    beam_size: int = 0  # > 0: beam search (with --sample) instead of sampling
+    length_alpha: float = 0.6  # beam search length normalisation ((5 + n) / 6) ** alpha
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive(self, "block_size", "d_model", "num_heads", "num_layers", "max_new_tokens")
+        check_divisible(self, "d_model", "num_heads")
+        for name in ("warmup_steps", "beam_size", "num_samples"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.temperature < 0 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0 or self.length_alpha < 0:
+            raise ConfigError(
+                "need --temperature >= 0, --top-k >= 0, 0 < --top-p <= 1 and --length-alpha >= 0, got "
+                f"{self.temperature}, {self.top_k}, {self.top_p}, {self.length_alpha}"
+            )
+        if len(self.eos_char()) > 1:
+            raise ConfigError(f"--eos must be one character or empty, got {self.eos!r}")
+        if self.sample and not self.workdir:
+            raise ConfigError("--sample needs --workdir: the run directory of a trained model")
+        if self.sample and not (self.num_samples or self.beam_size):
+            raise ConfigError("--sample needs --num-samples >= 1 (or --beam-size)")
+        if not self.prompt_text():
+            raise ConfigError("--prompt must not be empty")
+
+    def prompt_text(self) -> str:
+        """``--prompt`` with backslash escapes (``\\n``, ``\\t``) decoded."""
+        return codecs.decode(self.prompt, "unicode_escape")
+
+    def eos_char(self) -> str:
+        """The end-of-sample character: ``--eos`` decoded, or a newline for beam search when not given."""
+        eos = codecs.decode(self.eos, "unicode_escape")
+        return eos or ("\n" if self.beam_size else "")
+
+
+def make_lm(vocab_size: int, sizes: LMConfig | Mapping[str, Any]) -> TransformerLM:
+    """The ``TransformerLM`` over ``vocab_size`` characters of a config (or of a run's ``config.json`` dict)."""
+    get = sizes.get if isinstance(sizes, Mapping) else lambda name: getattr(sizes, name)
+    return TransformerLM(
+        vocab_size, get("block_size"), get("d_model"), get("num_heads"), get("num_layers"),
+        dropout=get("dropout"), remat=get("remat") or "none",
+    )
+
+
+def save_lm(workdir: str, params: Any, vocab: CharVocabulary) -> None:
+    """Write the trained ``params`` (``WEIGHTS_FILE``) and the ``vocab`` (``VOCAB_FILE``) into ``workdir``."""
+    save_params(os.path.join(workdir, WEIGHTS_FILE), params)
+    vocab.to_json(os.path.join(workdir, VOCAB_FILE))
+
+
+def load_lm(workdir: str) -> tuple[TransformerLM, Any, CharVocabulary]:
+    """(model, params, vocabulary) of the run trained into ``workdir`` (sizes from its ``config.json``).
+
+    ``DataUnavailableError`` naming the missing files when ``workdir`` holds no trained run.
+    """
+    paths = {name: os.path.join(workdir, name) for name in ("config.json", WEIGHTS_FILE, VOCAB_FILE)}
+    missing = [p for p in paths.values() if not os.path.isfile(p)]
+    if missing:
+        raise DataUnavailableError(f"--sample: {', '.join(missing)} not found; train into --workdir first")
+    with open(paths["config.json"]) as f:
+        saved = json.load(f)
+    vocab = CharVocabulary.from_json(paths[VOCAB_FILE])
+    model = make_lm(len(vocab), saved)
+    like = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, model.block_size), jnp.int32))["params"]
+    return model, load_params(paths[WEIGHTS_FILE], like=like), vocab
+
+
+def sample_texts(config: LMConfig, model: TransformerLM, params: Any, vocab: CharVocabulary, key: jax.Array) -> list[str]:
+    """Decoded texts, each the prompt plus its continuation.
+
+    With ``config.beam_size`` K > 0: up to K beam-search results, best first, each ending at the EOS
+    character or when the context window is full. Otherwise ``config.num_samples`` sampled
+    continuations of up to ``config.max_new_tokens`` characters (temperature, top-k, top-p, EOS).
+    The prompt keeps its last ``block_size - 1`` characters.
+    """
+    prompt_ids = vocab.encode(config.prompt_text())[-(model.block_size - 1) :]
+    eos = config.eos_char()
+    eos_id = vocab.id_of(eos) if eos else None
+    if config.beam_size:
+        if eos_id is None:
+            raise ConfigError("beam search needs an --eos character that is in the vocabulary")
+        room = min(config.max_new_tokens, model.block_size - len(prompt_ids))
+        if room < 1:
+            raise ConfigError(f"the prompt fills the {model.block_size}-character context; beam search needs room")
+        beams = lm_beam_search(model, params, prompt_ids[None], config.beam_size, room, eos_id, config.length_alpha)
+        return [
+            config.prompt_text() + vocab.decode(np.asarray(beams.tokens[0, i, : beams.lengths[0, i]]))
+            for i in range(config.beam_size)
+            if np.isfinite(beams.scores[0, i])
+        ]
+    prompts = np.repeat(prompt_ids[None], config.num_samples, axis=0)
+    out = generate(model, params, prompts, key, config.max_new_tokens, config.temperature, config.top_k, config.top_p, eos_id)
+    tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+    return [config.prompt_text() + vocab.decode(row[len(prompt_ids) : n]) for row, n in zip(tokens, lengths)]
+
+
+def write_samples(config: LMConfig, model: TransformerLM, params: Any, vocab: CharVocabulary, path: str) -> list[str]:
+    """``config.num_samples`` sampled continuations of the prompt (never beam search), also written to ``path``."""
+    samples = sample_texts(dataclasses.replace(config, beam_size=0), model, params, vocab, jax.random.PRNGKey(config.seed))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"# temperature {config.temperature}, top-k {config.top_k}, top-p {config.top_p}\n")
+        f.write("\n---\n".join(samples) + "\n")
+    return samples
+
+
+def sample_run(config: LMConfig) -> dict[str, Any]:
+    """``--sample``: the decoded texts of the run trained into ``config.workdir`` and the decoding settings."""
+    model, params, vocab = load_lm(config.workdir)
+    texts = sample_texts(config, model, params, vocab, jax.random.PRNGKey(config.seed))
+    mode = {"beam_size": config.beam_size} if config.beam_size else {
+        "temperature": config.temperature, "top_k": config.top_k, "top_p": config.top_p
+    }
+    return {"samples": texts, **mode, "eos": config.eos_char() or None, "workdir": config.workdir}
+
+
+def lm_report(result: RunResult, data: Dataset, block_size: int) -> dict[str, Any]:
+    """The run's summary with its test figures read as validation ones, per character.
+
+    ``val_loss`` (nats per character) and ``val_accuracy`` are the summary's ``test_loss`` and
+    ``test_accuracy`` (``data.test`` holds the held-out text); ``val_bpc`` = ``val_loss / ln 2``;
+    ``tokens_per_s`` = training examples per second x ``block_size``; plus the vocabulary size, the
+    characters of each split and the parameter count.
+    """
+    summary = dict(result.summary)
+    val_loss = summary.pop("test_loss")
+    val_accuracy = summary.pop("test_accuracy")
+    return {
+        "val_loss": val_loss,
+        "val_bpc": round(val_loss / math.log(2), 4),
+        "val_accuracy": val_accuracy,
+        **summary,
+        "tokens_per_s": round(summary.get("examples_per_s", 0.0) * block_size, 1),
+        "vocab_size": data.num_classes,
+        "train_chars": int(data.train["x"].size),
+        "val_chars": int(data.test["x"].size),
+        "num_params": sum(int(np.size(p)) for p in jax.tree.leaves(result.state.params)),
+    }
