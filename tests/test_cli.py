@@ -89,6 +89,21 @@ def _restore_params(workdir: str):
     return step, restored["params"]
 
 
+KILL_AFTER_CHECKPOINT = """
+import os, runpy, signal, sys
+from nnjax.train import checkpoint
+kill_at, module, sys.argv = int(sys.argv[1]), sys.argv[2], sys.argv[2:]
+save = checkpoint.Checkpointer.save
+def save_then_kill(self, host_state, step):
+    save(self, host_state, step)
+    if step == kill_at:
+        self._manager.wait_until_finished()
+        os.kill(os.getpid(), signal.SIGKILL)
+checkpoint.Checkpointer.save = save_then_kill
+runpy.run_module(module, run_name="__main__")
+"""
+
+
 def test_sigkill_then_resume_is_bit_identical_to_uninterrupted(tmp_path):
     args = (*FAST, "--epochs", "12", "--checkpoint-every-steps", "7", "--log-every-steps", "5")
     reference, interrupted = str(tmp_path / "reference"), str(tmp_path / "interrupted")
@@ -96,18 +111,17 @@ def test_sigkill_then_resume_is_bit_identical_to_uninterrupted(tmp_path):
     assert done.returncode == 0, done.stderr
     total_steps = _final_json(done.stdout)["steps"]
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "experiments.mlp_mnist", *args, "--workdir", interrupted],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    # The interrupted run SIGKILLs itself as soon as its step-14 checkpoint is on disk: an event the run
+    # writes, not a time, so the kill lands mid-run (before step 15) on a machine of any speed.
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_CHECKPOINT, "14", "experiments.mlp_mnist", *args, "--workdir", interrupted],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
-    deadline = time.time() + 120
-    while _latest_checkpoint(interrupted) < 14 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    stdout, _ = process.communicate()
+    assert done.returncode == -signal.SIGKILL and done.stdout == "", done.stderr[-2000:]
     killed_at = _latest_checkpoint(interrupted)
-    assert process.returncode == -signal.SIGKILL and stdout == "", "the run finished before it could be killed"
-    assert 0 < killed_at < total_steps
+    assert killed_at == 14 < total_steps
+    with open(os.path.join(interrupted, "metrics.jsonl")) as f:
+        assert [json.loads(line)["step"] for line in f] == [5, 7, 10, 14], "the run went on past its kill"
 
     done = run_cli("experiments.mlp_mnist", *args, "--workdir", interrupted)
     assert done.returncode == 0, done.stderr

@@ -2,6 +2,7 @@
 NaN guard, determinism and data-parallel equivalence on 8 fake CPU devices."""
 
 import json
+import re
 
 import chex
 import jax
@@ -9,8 +10,6 @@ import numpy as np
 import optax
 import pytest
 from conftest import blob_dataset
-from hypothesis import given
-from hypothesis import strategies as st
 
 from nnjax import losses
 from nnjax.config import TrainConfig
@@ -18,7 +17,6 @@ from nnjax.data import epoch_batch_indices
 from nnjax.errors import ConfigError, TrainingDivergedError
 from nnjax.models import MLP, MnistCNN
 from nnjax.tasks import fit
-from nnjax.tasks.supervised import chunk_bounds
 from nnjax.train import Checkpointer, Parallel, create_train_state, make_eval_step, make_train_chunk, make_train_step
 
 B = 16
@@ -77,25 +75,6 @@ def test_scan_chunk_equals_sequential_steps():
     for i in range(4):
         looped, _ = jax.jit(step)(looped, {k: v[idx[i]] for k, v in data.train.items()})
     chex.assert_trees_all_close(scanned.params, looped.params, atol=1e-5)
-
-
-@given(
-    steps=st.integers(1, 40), start_frac=st.floats(0, 1), log_every=st.integers(1, 12),
-    ckpt_every=st.integers(0, 15), epoch=st.integers(0, 3),
-)
-def test_chunk_bounds_tile_the_epoch(steps, start_frac, log_every, ckpt_every, epoch):
-    start = int(start_frac * (steps - 1))
-    config = TrainConfig(log_every_steps=log_every, checkpoint_every_steps=ckpt_every)
-    bounds = list(chunk_bounds(epoch, steps, start, config))
-    assert bounds[0][0] == start and bounds[-1][1] == steps
-    assert all(a < b for a, b in bounds) and all(b == c for (_, b), (c, _) in zip(bounds, bounds[1:]))
-    ends = {b for _, b in bounds}
-    assert all(p in ends for p in range(start + 1, steps + 1) if p % log_every == 0)
-    if ckpt_every:
-        assert all(p in ends for p in range(start + 1, steps + 1) if (epoch * steps + p) % ckpt_every == 0)
-    # Resuming from any chunk end replays the remaining chunks exactly.
-    for _, resume in bounds[:-1]:
-        assert list(chunk_bounds(epoch, steps, resume, config)) == [c for c in bounds if c[0] >= resume]
 
 
 def _config(tmp_path, name="run", **overrides):
@@ -228,10 +207,46 @@ def test_indivisible_batch_is_a_clear_value_error(eight_devices, mode):
         Parallel(mode, losses.classification, 30, 64)
 
 
-def test_parallel_jit_scan_uses_all_devices(eight_devices):
+def _entry_parameter_shapes(hlo_text: str) -> list[str]:
+    """The shapes of the compiled module's entry parameters, e.g. ``f32[4,8,8,1]``."""
+    entry = next(line for line in hlo_text.splitlines() if line.startswith("ENTRY"))
+    return re.findall(r"[a-z]\d+\[[\d,]*\]", entry.split("->")[0])
+
+
+@pytest.mark.parametrize("mode", ["jit", "pmap"])
+def test_parallel_step_splits_the_batch_and_all_reduces_gradients(eight_devices, mode):
+    state, data = _state(MLP(features=(24, 4)))  # no parameter has a dimension of 32
+    parallel = Parallel(mode, losses.classification, 32, 64)
+    batch = parallel.place_batch({k: v[:32] for k, v in data.train.items()})
+    placed = parallel.place_state(jax.device_get(state))
+    hlo = parallel.lower("train_step", placed, batch).compile().as_text()
+    # Each device's program sees its 4 of the 32 rows: [4, 8, 8, 1] images and [4] labels, never all 32
+    # (pmap's per-device program keeps a leading axis of 1).
+    lead = "1," if mode == "pmap" else ""
+    shapes = _entry_parameter_shapes(hlo)
+    assert f"f32[{lead}4,8,8,1]" in shapes and f"s32[{lead}4]" in shapes, shapes
+    assert not {f"f32[{lead}32,8,8,1]", f"s32[{lead}32]"} & set(shapes), shapes
+    assert re.search(r"all-reduce(-start)?\(", hlo), "the gradient mean over devices is missing"
+    if mode == "jit":
+        shards = batch["x"].addressable_shards
+        assert {shard.device for shard in shards} == set(eight_devices)
+        assert sorted(shard.index[0].start for shard in shards) == list(range(0, 32, 4))
+        assert all(shard.data.shape == (4, 8, 8, 1) for shard in shards)
+
+
+def test_single_device_step_has_no_all_reduce():
+    state, data = _state(MLP(features=(24, 4)))
+    single = Parallel("none", losses.classification, 32, 64)
+    batch = single.place_batch({k: v[:32] for k, v in data.train.items()})
+    hlo = single.lower("train_step", single.place_state(jax.device_get(state)), batch).compile().as_text()
+    assert "f32[32,8,8,1]" in _entry_parameter_shapes(hlo) and "all-reduce" not in hlo
+
+
+def test_parallel_jit_scan_shards_each_step_and_all_reduces(eight_devices):
     state, data = _state()
     parallel = Parallel("jit", losses.classification, 32, 64)
     idx = np.arange(64, dtype=np.int32).reshape(2, 32)
-    placed = parallel.place_state(state)
-    new_state, _ = parallel.train_chunk(placed, parallel.place_data(data.train), idx)
-    assert len(new_state.params["dense0"]["kernel"].sharding.device_set) == len(eight_devices)
+    placed = parallel.place_state(jax.device_get(state))
+    hlo = parallel.lower("train_chunk", placed, parallel.place_data(data.train), idx).compile().as_text()
+    assert re.search(r"all-reduce(-start)?\(", hlo), "the scanned step's gradient mean over devices is missing"
+    assert "f32[4,8,8,1]" in hlo, "each device's step should gather only its 4 rows of the batch"

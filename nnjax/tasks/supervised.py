@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -43,18 +43,6 @@ def schedule_of(config: TrainConfig, total_steps: int, steps_per_epoch: int) -> 
         steps_per_epoch=steps_per_epoch, checkpoint_every_epochs=config.checkpoint_every_epochs,
         keep_checkpoints=config.keep_checkpoints,
     )
-
-
-def chunk_bounds(
-    epoch: int, steps_per_epoch: int, start: int, config: TrainConfig, stop: int | None = None
-) -> Iterator[tuple[int, int]]:
-    """Epoch-relative step ranges [a, b) of epoch ``epoch`` (0-based) from ``start`` to ``stop`` (default:
-    the epoch end) that ``fit`` runs as one chunk each: ``Schedule.chunks`` seen from inside one epoch."""
-    stop = steps_per_epoch if stop is None else stop
-    offset = epoch * steps_per_epoch
-    schedule = schedule_of(config, offset + stop, steps_per_epoch)
-    for a, b in schedule.chunks(offset + start):
-        yield a - offset, b - offset
 
 
 def planned_steps(config: TrainConfig, n_examples: int) -> int:

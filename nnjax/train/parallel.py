@@ -15,6 +15,7 @@ pmap each device splits its own [B/devices] share into the micro-batches.
 
 from __future__ import annotations
 
+from typing import Any
 
 import jax
 import numpy as np
@@ -142,6 +143,14 @@ class Parallel:
     def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
         """Mask-weighted metric sums of one placed batch."""
         return self._host_metrics(self.compiled("eval_step", self._eval_step, state, batch))
+
+    def lower(self, name: str, *args: Any) -> jax.stages.Lowered:
+        """The lowered ``train_step``, ``train_chunk`` or ``eval_step`` for placed ``args``, to inspect
+        what XLA runs (``.compile().as_text()``, ``.cost_analysis()``) without running it."""
+        fn = {"train_step": self._train_step, "train_chunk": self._train_chunk, "eval_step": self._eval_step}[name]
+        if fn is None:
+            raise ValueError(f"--parallel {self.mode} has no {name}")
+        return fn.lower(*args)
 
 
 def _check_micro_batches(mode: str, batch_size: int, num_devices: int, grad_accum_steps: int) -> None:
