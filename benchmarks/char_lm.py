@@ -7,7 +7,7 @@ Both frameworks train the same decoder-only GPT (defaults: nanoGPT's README CPU 
 with AdamW (lr 1e-3, weight decay 0.1 on every parameter) on the same random token windows, each
 in its own subprocess, one after another (never two timed workloads at once). nnjax uses the
 library's training step (``make_train_step`` inside ``make_train_chunk``: ``--chunk`` steps per
-jitted ``lax.scan`` over device-resident data, as ``nnjax.train.fit`` runs them); PyTorch is the
+jitted ``lax.scan`` over device-resident data, as ``nnjax.tasks.fit`` runs them); PyTorch is the
 nanoGPT model written below (fused q/k/v projection, ``scaled_dot_product_attention``), eager.
 
 Throughput is training tokens/s (batch × block per step). Each worker runs ``--warmup`` untimed

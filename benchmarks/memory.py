@@ -9,7 +9,7 @@ dots_no_batch), on one random batch of token ids:
   of ``jax.vjp``'s closure, shapes only: activations plus the parameters the backward pass reads).
   This is what a policy decides, whatever the backend.
 * XLA's compiled memory analysis of the library's training step (``make_train_step`` with AdamW,
-  the state donated as ``nnjax.train.fit`` does): bytes of arguments, outputs, aliased (donated)
+  the state donated as ``nnjax.tasks.fit`` does): bytes of arguments, outputs, aliased (donated)
   buffers and temporaries, and the peak estimate ``argument + output - alias + temp``.
   Temporaries hold the live activations and scratch, so remat shrinks them only when the backend
   schedules each block's recomputation inside the backward pass. XLA:CPU's default scheduler

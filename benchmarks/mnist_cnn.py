@@ -31,7 +31,7 @@ def synthetic_data(examples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 
 
 def run_nnjax(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int) -> float:
-    """Train with ``nnjax.train.fit`` (the experiments' trainer); its examples/s excludes compile time."""
+    """Train with ``nnjax.tasks.fit`` (the experiments' trainer); its examples/s excludes compile time."""
     from nnjax import losses
     from nnjax.cli import setup_logging
     from nnjax.config import TrainConfig

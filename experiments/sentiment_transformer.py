@@ -8,7 +8,7 @@ The slide downloads a pretrained model from the Hugging Face hub, which cannot h
 Here the same pipeline -- tokenize -> transformer encoder -> pooled classifier -> probability --
 is nnjax's own ``TransformerClassifier`` (pre-LayerNorm encoder, masked mean pooling, Dense(1);
 ``--norm post --activation relu --positional sinusoidal`` gives the encoder of seeds 000·5 / 001·11)
-trained from scratch through ``nnjax.train.fit`` on the Rotten Tomatoes snippets that
+trained from scratch through ``nnjax.tasks.fit`` on the Rotten Tomatoes snippets that
 ``experiments.sentiment_lstm`` uses (same data, split and slide-13 evaluation of
 ``nnjax.tasks.text_classification``: accuracy, precision, recall, F1, ``confusion_matrix.png``). Training writes ``classifier.msgpack`` (the
 params, ``nnjax.models.weights``) and ``vocab.json`` into the run directory.

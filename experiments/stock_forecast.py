@@ -7,7 +7,7 @@ Daily (split-adjusted) closes of ``--symbol`` from ``bokeh_sampledata`` (install
 ``pip install --no-deps bokeh_sampledata``) become windows of 60 days of close, SMA-20, RSI-14 and
 MACD, min-max scaled on the training period, each labelled with the next day's return; the days are
 split 70/15/15 in time order (``nnjax.data.prices.make_stock_dataset``). The model trains through
-``nnjax.train.fit`` with the ``regression`` (MSE) objective on returns divided by their training
+``nnjax.tasks.fit`` with the ``regression`` (MSE) objective on returns divided by their training
 standard deviation (``test_loss`` from ``fit`` is the MSE in those units; ``target_scale`` in the
 JSON line is that deviation). ``--validation-fraction`` defaults to 0: ``fit`` would draw a *random*
 validation subset from overlapping training windows; the time-ordered validation period is

@@ -5,7 +5,7 @@ A small ResNet is pretrained on a source task (MNIST digits 0-4), then its backb
 ``nnjax.optim.freeze``) and a new 5-way ``fc`` head is trained on a target task with few labels
 (digits 5-9, ``--target-labels`` labelled examples) at ``--head-learning-rate``. The same network
 trained from scratch on those labels (at ``--learning-rate``) is the baseline. All three runs use
-``nnjax.train.fit`` and write their run directories under ``--workdir``: pretrain/, transfer/, scratch/.
+``nnjax.tasks.fit`` and write their run directories under ``--workdir``: pretrain/, transfer/, scratch/.
 
     python -m experiments.transfer_learning                        # mnist5k, small ResNet, 300 labels
     python -m experiments.transfer_learning --weights resnet18.pth --arch resnet18   # torchvision backbone

@@ -62,12 +62,32 @@ def text_file(tmp_path_factory):
     return str(path)
 
 
-def test_train_then_sample_and_beam_search(text_file, tmp_path, capsys):
+def _unigram_and_bigram_nats(text: str, val_fraction: float = 0.1) -> tuple[float, float]:
+    """Oracles in numpy, per character: the entropy of the training text's character frequencies, and the
+    validation cross-entropy of the add-one bigram model counted on the training text."""
+    cut = int(round(len(text) * (1.0 - val_fraction)))
+    train, val = text[:cut], text[cut:]
+    ids = {c: i for i, c in enumerate(sorted(set(train)))}
+    freq = np.bincount([ids[c] for c in train]) / len(train)
+    counts = np.ones((len(ids), len(ids)))
+    np.add.at(counts, ([ids[c] for c in train[:-1]], [ids[c] for c in train[1:]]), 1)
+    probs = counts / counts.sum(1, keepdims=True)
+    pairs = [(ids[a], ids[b]) for a, b in zip(val, val[1:]) if a in ids and b in ids]
+    return float(-(freq * np.log(freq)).sum()), float(-np.mean([np.log(probs[a, b]) for a, b in pairs]))
+
+
+def test_learns_below_unigram_and_bigram_then_samples_and_beam_searches(text_file, tmp_path, capsys):
+    """600 steps on the fixture play take the validation loss far below the unigram entropy (3.15 nats) and
+    below a bigram model (1.17); untrained it is log(30) = 3.4, and at lr 1e-20 the test fails."""
     workdir = str(tmp_path / "run")
-    argv = ["--text-file", text_file, "--steps", "6", "--workdir", workdir, "--max-new-tokens", "12", *TINY]
+    argv = ["--text-file", text_file, "--workdir", workdir, "--max-new-tokens", "12", *TINY,
+            "--steps", "600", "--learning-rate", "1e-2", "--log-every-steps", "100"]
     assert cli.run(char_lm.main, char_lm.Config, argv) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["steps"] == 6 and np.isfinite(out["val_loss"])
+    with open(text_file, encoding="utf-8") as f:
+        unigram, bigram = _unigram_and_bigram_nats(f.read())
+    assert out["steps"] == 600
+    assert out["val_loss"] < 0.5 * unigram and out["val_loss"] < bigram - 0.3, (out["val_loss"], unigram, bigram)
     np.testing.assert_allclose(out["val_bpc"], out["val_loss"] / np.log(2), atol=1e-3)
     for name in out["files"]:
         assert os.path.isfile(os.path.join(workdir, name)), name

@@ -7,13 +7,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 from experiments import word2vec as demo
 from nnjax import cli
+from nnjax.data.text import Vocabulary
+from nnjax.errors import ConfigError
 from nnjax.scratch import word2vec
+from nnjax.tasks.word_embeddings import query_neighbours, skipgram_corpus
 
 
 @settings(deadline=None, max_examples=25)
@@ -130,6 +134,52 @@ def test_nearest_neighbours_matches_brute_force():
     best = sorted(cos, reverse=True)[:3]
     assert ids.tolist() == [j for _, j in best]
     np.testing.assert_allclose(sims, [c for c, _ in best], rtol=1e-9)
+
+
+def _window_pairs(words: list[str], window: int) -> list[tuple[str, str]]:
+    return sorted((words[t], words[c]) for t in range(len(words))
+                  for c in range(max(0, t - window), min(len(words), t + window + 1)) if c != t)
+
+
+def test_skipgram_corpus_drops_rare_words_holds_out_the_tail_and_subsamples():
+    text = "a b a c a b d a b a c e a b a a"  # a x8, b x4, c x2, d x1, e x1 (d/e tie, alphabetically d first)
+    kept = [w for w in text.split() if w in "abc"]  # max_vocab 5 = <pad>, <unk>, a, b, c
+    corpus = skipgram_corpus(text, max_vocab=5, window=2, subsample=1.0, holdout_fraction=0.25,
+                             rng=np.random.default_rng(0))
+    words = lambda pairs: sorted((corpus.vocab.tokens[a], corpus.vocab.tokens[b]) for a, b in pairs)  # noqa: E731
+    assert corpus.vocab.tokens == ("<pad>", "<unk>", "a", "b", "c") and corpus.num_tokens == 16
+    split = int(len(kept) * 0.75)
+    assert words(corpus.train_pairs) == _window_pairs(kept[:split], 2)  # subsample 1.0 keeps every word
+    assert words(corpus.heldout_pairs) == _window_pairs(kept[split:], 2)
+    # A low threshold subsamples: token t of the training part survives where the documented draw
+    # rng.random(n)[t] < min(1, sqrt(t/f) + t/f) of its word's share f of the in-vocabulary words.
+    long_text = " ".join([text] * 50)
+    sub = skipgram_corpus(long_text, 5, 2, 1e-2, 0.25, np.random.default_rng(0))
+    long_kept = kept * 50
+    train = long_kept[: int(len(long_kept) * 0.75)]
+    share = {w: long_kept.count(w) / len(long_kept) for w in "abc"}
+    keep = [min(1.0, np.sqrt(1e-2 / share[w]) + 1e-2 / share[w]) for w in train]
+    survivors = [w for w, u, p in zip(train, np.random.default_rng(0).random(len(train)), keep) if u < p]
+    assert 0 < len(survivors) < 0.5 * len(train)
+    assert words(sub.train_pairs) == _window_pairs(survivors, 2)
+    few = skipgram_corpus(long_text, 5, 2, 1.0, 0.25, np.random.default_rng(0), max_heldout_pairs=7)
+    full = skipgram_corpus(long_text, 5, 2, 1.0, 0.25, np.random.default_rng(0))
+    assert len(few.heldout_pairs) == 7 and set(map(tuple, few.heldout_pairs.tolist())) <= set(
+        map(tuple, full.heldout_pairs.tolist()))
+    with pytest.raises(ConfigError, match="too few words"):
+        skipgram_corpus("a b", 5, 2, 1.0, 0.5, np.random.default_rng(0))
+
+
+def test_query_neighbours_lowercases_skips_unknown_words_and_matches_brute_force():
+    vocab = Vocabulary(("<pad>", "<unk>", "king", "queen", "sword", "war"), (0, 0, 4, 3, 2, 1))
+    emb = np.random.default_rng(1).normal(size=(6, 4))
+    out = query_neighbours(emb, vocab, " King , nosuchword,war", k=2)
+    assert list(out) == ["king", "war"]
+    for word, found in out.items():
+        i = vocab.id_of(word)
+        cos = {j: emb[i] @ emb[j] / np.linalg.norm(emb[i]) / np.linalg.norm(emb[j]) for j in range(2, 6) if j != i}
+        best = sorted(cos, key=cos.get, reverse=True)[:2]
+        assert found == [[vocab.tokens[j], round(float(cos[j]), 4)] for j in best]
 
 
 def test_demo_trains_on_text_file_then_answers_queries_from_saved_run(tmp_path, capsys):

@@ -12,7 +12,7 @@ masks ``'y'`` float32 [N, H, W] (1 = foreground); ``num_classes`` is 2.
   ``test_fraction`` of the image's columns is held out whole: training tiles come only from the left
   part, test tiles only from the right, so no test pixel is ever seen in training.
 - ``dihedral_augment``: random flips and transposes of square tiles (image and mask together) for
-  ``nnjax.train.fit(..., augment=...)``.
+  ``nnjax.tasks.fit(..., augment=...)``.
 """
 
 from __future__ import annotations

@@ -176,7 +176,7 @@ def drop(variables: Variables, *top_level: str) -> Variables:
 class WarmStart:
     """A model that initialises to ``pretrained`` variables: ``init`` overlays them on a fresh init.
 
-    Pass it wherever a flax module's ``init``/``apply`` are used (e.g. ``nnjax.train.fit``) to start
+    Pass it wherever a flax module's ``init``/``apply`` are used (e.g. ``nnjax.tasks.fit``) to start
     training from imported weights; ``apply`` is the module's. ``pretrained`` may cover only part
     of the model (``drop(variables, 'fc')`` leaves a new head freshly initialised).
     """

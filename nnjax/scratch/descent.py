@@ -2,7 +2,7 @@
 
 The scratch demos (XOR, f(x) = x² + 5 sin x, optimizer paths on x² + y², the training-loop demo)
 all minimise a function of a small params pytree with an ``optax.GradientTransformation``;
-``minimize`` is that loop, written once. Data-set training goes through ``nnjax.train.fit``.
+``minimize`` is that loop, written once. Data-set training goes through ``nnjax.tasks.fit``.
 """
 
 from __future__ import annotations

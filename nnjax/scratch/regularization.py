@@ -3,7 +3,7 @@
 ``mixup`` and ``cutmix`` map ``(key, batch) -> batch`` for batches ``{'x': [B, ...], 'y': int [B]}``:
 they return the mixed ``'x'``, the original integer ``'y'`` (for accuracy) and soft targets
 ``'y_soft'`` [B, K] (which ``nnjax.losses.classification`` trains on). ``augmentation(...)`` builds
-such a function for ``nnjax.train.fit(..., augment=...)``, which applies it inside the jitted train
+such a function for ``nnjax.tasks.fit(..., augment=...)``, which applies it inside the jitted train
 step; evaluation batches are never augmented.
 
 Both mix every example ``i`` with example ``perm[i]`` of one random permutation of the batch, with

@@ -8,7 +8,7 @@ mapping windows [B, W, 1] to forecasts [B, 1] (``model.apply(variables, x, train
    fitted on the training part only. Each sliding window is assigned to the part holding its target.
 2. With ``difference`` the model sees and forecasts one-step changes instead of levels
    (``timeseries.difference_windows``, in units of the training changes' standard deviation).
-3. The model trains through ``nnjax.train.fit`` with an MSE objective and Adam (``config.optimizer``)
+3. The model trains through ``nnjax.tasks.fit`` with an MSE objective and Adam (``config.optimizer``)
    whose learning rate decays to 0 along a cosine over the run.
 4. Validation and test forecasts are mapped back to the series' units and compared (RMSE) with the
    naive last-value forecast on the same windows and, for the sine, with the noise floor (the RMSE
