@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -133,5 +134,5 @@ def parameter_counts(params: Any, trainable: Callable[[ParamPath], bool]) -> dic
     labels = trainable_labels(params, trainable)
     counts = {"trainable": 0, "frozen": 0}
     for label, leaf in zip(jax.tree.leaves(labels), jax.tree.leaves(params)):
-        counts[label] += int(jnp.size(leaf))
+        counts[label] += math.prod(leaf.shape)  # arrays and ShapeDtypeStructs alike
     return counts | {"total": counts["trainable"] + counts["frozen"]}
