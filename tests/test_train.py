@@ -75,6 +75,13 @@ def test_scan_chunk_equals_sequential_steps():
     for i in range(4):
         looped, _ = jax.jit(step)(looped, {k: v[idx[i]] for k, v in data.train.items()})
     chex.assert_trees_all_close(scanned.params, looped.params, atol=1e-5)
+    # num_steps=3 of a 4-row chunk: the 4th step leaves the state alone and reports zeros.
+    partial, metrics = jax.jit(make_train_chunk(step))(state, data.train, idx, np.int32(3))
+    looped = state
+    for i in range(3):
+        looped, _ = jax.jit(step)(looped, {k: v[idx[i]] for k, v in data.train.items()})
+    chex.assert_trees_all_close(partial.params, looped.params, atol=1e-5)
+    assert int(partial.step) == 3 and float(metrics["loss"][3]) == 0.0 and float(metrics["loss"][2]) > 0
 
 
 def _config(tmp_path, name="run", **overrides):
@@ -247,6 +254,6 @@ def test_parallel_jit_scan_shards_each_step_and_all_reduces(eight_devices):
     parallel = Parallel("jit", losses.classification, 32, 64)
     idx = np.arange(64, dtype=np.int32).reshape(2, 32)
     placed = parallel.place_state(jax.device_get(state))
-    hlo = parallel.lower("train_chunk", placed, parallel.place_data(data.train), idx).compile().as_text()
+    hlo = parallel.lower("train_chunk", placed, parallel.place_data(data.train), idx, np.int32(2)).compile().as_text()
     assert re.search(r"all-reduce(-start)?\(", hlo), "the scanned step's gradient mean over devices is missing"
     assert "f32[4,8,8,1]" in hlo, "each device's step should gather only its 4 rows of the batch"

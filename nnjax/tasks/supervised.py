@@ -118,7 +118,14 @@ class Supervised(Task):
         if self.use_scan:
             if self._device_train is None:
                 self._device_train = self.parallel.place_data(self.train)
-            return self.parallel.train_chunk(state, self._device_train, idx_CxB)
+            # Every chunk is padded to the longest one a schedule makes (a log interval, at most an epoch),
+            # so one executable serves chunks of every length.
+            steps = len(idx_CxB)
+            longest = max(steps, min(self.config.log_every_steps, self.steps_per_epoch))
+            padded_LxB = np.zeros((longest, idx_CxB.shape[1]), idx_CxB.dtype)
+            padded_LxB[:steps] = idx_CxB
+            state, metrics = self.parallel.train_chunk(state, self._device_train, padded_LxB, steps)
+            return state, {k: v[:steps] for k, v in jax.device_get(metrics).items()}
         metrics = []
         batches = (take(self.train, idx_B) for idx_B in idx_CxB)
         for batch in prefetch(batches, self.config.prefetch, self.parallel.place_batch):

@@ -105,7 +105,7 @@ class Parallel:
         )
         self._train_chunk = jax.jit(
             make_train_chunk(step, constrain),
-            in_shardings=(replicated, replicated, replicated),
+            in_shardings=(replicated, replicated, replicated, replicated),
             out_shardings=(replicated, replicated),
             donate_argnums=0,
         )
@@ -136,9 +136,12 @@ class Parallel:
         state, metrics = self.compiled("train_step", self._train_step, state, batch)
         return state, self._host_metrics(metrics)
 
-    def train_chunk(self, state: TrainState, data: Batch, idx_CxB: np.ndarray) -> tuple[TrainState, Metrics]:
-        """``C`` updates in one scan over placed ``data``; metrics [C] per step."""
-        return self.compiled("train_chunk", self._train_chunk, state, data, idx_CxB)
+    def train_chunk(
+        self, state: TrainState, data: Batch, idx_CxB: np.ndarray, num_steps: int | None = None
+    ) -> tuple[TrainState, Metrics]:
+        """``C`` updates in one scan over placed ``data`` (only the first ``num_steps``, if given); metrics [C]."""
+        args = (state, data, idx_CxB) if num_steps is None else (state, data, idx_CxB, np.int32(num_steps))
+        return self.compiled("train_chunk", self._train_chunk, *args)
 
     def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
         """Mask-weighted metric sums of one placed batch."""

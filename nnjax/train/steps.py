@@ -144,18 +144,33 @@ def make_eval_step(
 def make_train_chunk(
     train_step: TrainStep,
     constrain: Callable[[Batch], Batch] = lambda batch: batch,
-) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
-    """``train_chunk(state, data, idx_CxB) -> (state, metrics [C])``: C steps in one ``lax.scan``.
+) -> Callable[..., tuple[TrainState, Metrics]]:
+    """``train_chunk(state, data, idx_CxB, num_steps=None) -> (state, metrics [C])``: steps in one ``lax.scan``.
 
     ``data`` is the whole device-resident training split; step ``i`` trains on rows ``idx_CxB[i]``.
+    With ``num_steps`` (an int32 scalar, traced) only steps ``i < num_steps`` run; the rest leave the
+    state as it is and give zero metrics, so chunks of every length up to C share one executable.
     ``constrain`` places each gathered batch (e.g. shards it across a mesh).
     """
 
-    def train_chunk(state: TrainState, data: Batch, idx_CxB: jax.Array) -> tuple[TrainState, Metrics]:
-        def body(state, idx_B):
+    def train_chunk(
+        state: TrainState, data: Batch, idx_CxB: jax.Array, num_steps: jax.Array | None = None
+    ) -> tuple[TrainState, Metrics]:
+        def step(state, idx_B):
             batch = constrain(jax.tree.map(lambda a: jnp.take(a, idx_B, axis=0), data))
             return train_step(state, batch)
 
-        return jax.lax.scan(body, state, idx_CxB)
+        def body(state, i_and_idx_B):
+            i, idx_B = i_and_idx_B
+            if num_steps is None:
+                return step(state, idx_B)
+
+            def skip(state, idx_B):
+                shapes = jax.eval_shape(step, state, idx_B)[1]
+                return state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+            return jax.lax.cond(i < num_steps, step, skip, state, idx_B)
+
+        return jax.lax.scan(body, state, (jnp.arange(idx_CxB.shape[0]), idx_CxB))
 
     return train_chunk
