@@ -139,9 +139,10 @@ class Parallel:
     def train_chunk(
         self, state: TrainState, data: Batch, idx_CxB: np.ndarray, num_steps: int | None = None
     ) -> tuple[TrainState, Metrics]:
-        """``C`` updates in one scan over placed ``data`` (only the first ``num_steps``, if given); metrics [C]."""
-        args = (state, data, idx_CxB) if num_steps is None else (state, data, idx_CxB, np.int32(num_steps))
-        return self.compiled("train_chunk", self._train_chunk, *args)
+        """Updates on rows ``idx_CxB[:num_steps]`` (default: all C) in one scan over placed ``data``; metrics
+        [C], zero after ``num_steps``."""
+        num_steps = np.int32(len(idx_CxB) if num_steps is None else num_steps)
+        return self.compiled("train_chunk", self._train_chunk, state, data, idx_CxB, num_steps)
 
     def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
         """Mask-weighted metric sums of one placed batch."""
