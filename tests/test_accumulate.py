@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import run_cli
+from conftest import run_experiment
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -114,7 +114,7 @@ def test_split_microbatches_shapes_and_errors():
 
 
 def test_gradient_accumulation_cli(tmp_path):
-    proc = run_cli(
+    proc = run_experiment(
         "experiments.gradient_accumulation", "--workdir", str(tmp_path), "--epochs", "1",
         "--accumulate-steps", "3", "--batch-size", "16", "--hidden", "16", "--validation-fraction", "0",
         "--log-every-steps", "1000",

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_experiment
 from hypothesis import given, settings
 
 from nnjax.scratch import activations
@@ -102,7 +102,7 @@ def test_softmax_vjp_matches_jax_vjp(z_3x5, g_3x5):
 
 
 def test_activations_demo(tmp_path):
-    done = run_cli("experiments.activations", "--workdir", str(tmp_path), "--num-points", "21")
+    done = run_experiment("experiments.activations", "--workdir", str(tmp_path), "--num-points", "21")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(result["max_derivative_error"]) == {*activations.ACTIVATIONS, "softmax_jacobian"}

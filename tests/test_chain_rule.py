@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_experiment
 from hypothesis import assume, given, settings
 
 from nnjax.config import parse_config
@@ -82,7 +82,7 @@ def test_demo_config_errors_name_the_flag():
 
 
 def test_chain_rule_demo(tmp_path):
-    done = run_cli(
+    done = run_experiment(
         "experiments.chain_rule", "--workdir", str(tmp_path), "--point", "0.4,0.2,-0.7",
         "--chain", "sin,exp", "--chain-at", "0.3", "--num-points", "11",
     )

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_cli
+from conftest import REPO_ROOT, run_cli, run_experiment
 
 from experiments import mlp_mnist, mnist_cnn
 from nnjax import cli
@@ -53,7 +53,7 @@ def test_user_errors_are_one_line_exit_2_and_fast(args, message, capsys):
 
 
 def test_help_lists_every_common_flag():
-    done = run_cli("experiments.mlp_mnist", "--help")
+    done = run_experiment("experiments.mlp_mnist", "--help")
     assert done.returncode == 0
     for flag in ("--seed", "--epochs", "--batch-size", "--learning-rate", "--workdir", "--data", "--parallel", "--download"):
         assert flag in done.stdout

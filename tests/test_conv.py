@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from scipy import signal
 
 from nnjax.scratch import conv
-from tests.conftest import run_cli
+from conftest import run_experiment
 
 SCIPY = {True: signal.convolve2d, False: signal.correlate2d}
 _jit_conv2d = jax.jit(conv.conv2d, static_argnames=("stride", "padding"))
@@ -142,7 +142,7 @@ def test_image_helpers_match_independent_oracles():
 
 
 def test_conv_edges_cli(tmp_path):
-    result = run_cli("experiments.conv_edges", "--workdir", str(tmp_path), "--downscale", "4", "--crop", "16", "--repeats", "1")
+    result = run_experiment("experiments.conv_edges", "--workdir", str(tmp_path), "--downscale", "4", "--crop", "16", "--repeats", "1")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     from sklearn.datasets import load_sample_image

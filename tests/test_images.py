@@ -21,7 +21,7 @@ from nnjax.data.images import (
     sample_image_path,
     top_k,
 )
-from tests.conftest import TV, needs_torchvision
+from conftest import TV, needs_torchvision
 
 
 PIL_TOLERANCE = 1.0  # uint8 levels: PIL rounds to uint8 after each of its two resampling passes

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import run_cli
+from conftest import run_experiment
 from hypothesis import given, settings
 from scipy.optimize import minimize_scalar
 
@@ -409,7 +409,7 @@ def test_bad_arguments_raise_value_error(call, message):
 
 
 def test_loss_functions_demo(tmp_path):
-    done = run_cli("experiments.loss_functions", "--workdir", str(tmp_path), "--num-points", "21", "--multitask-steps", "200")
+    done = run_experiment("experiments.loss_functions", "--workdir", str(tmp_path), "--num-points", "21", "--multitask-steps", "200")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     y, p = np.array([0.0, 1, 1]), np.array([0.1, 0.9, 0.8])

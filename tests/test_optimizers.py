@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import run_cli
+from conftest import run_experiment
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -163,7 +163,7 @@ def _last_json(proc):
 
 
 def test_gradient_descent_cli_matches_the_seed_loop(tmp_path):
-    out = _last_json(run_cli("experiments.gradient_descent", "--workdir", str(tmp_path), "--steps", "20", "--x0", "2.5"))
+    out = _last_json(run_experiment("experiments.gradient_descent", "--workdir", str(tmp_path), "--steps", "20", "--x0", "2.5"))
     x = 2.5
     for _ in range(20):  # the seed's own NumPy loop (003.5) as the oracle
         x = x - 0.1 * (2 * x + 5 * np.cos(x))
@@ -175,7 +175,7 @@ def test_gradient_descent_cli_matches_the_seed_loop(tmp_path):
 
 
 def test_optimizer_paths_cli_matches_optax(tmp_path):
-    out = _last_json(run_cli("experiments.optimizer_paths", "--workdir", str(tmp_path), "--steps", "7"))
+    out = _last_json(run_experiment("experiments.optimizer_paths", "--workdir", str(tmp_path), "--steps", "7"))
     oracles = {
         "sgd": optax.sgd(0.1),
         "momentum": optax.chain(optax.ema(0.9, debias=False), optax.scale(-0.1)),

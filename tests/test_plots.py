@@ -17,7 +17,7 @@ from matplotlib.patches import Circle
 from experiments import network_diagram
 from nnjax import cli, plots
 from nnjax.models import MLP
-from tests.conftest import run_cli
+from conftest import run_experiment
 
 
 def _drawn(fig):
@@ -91,7 +91,7 @@ def _flax_param_count(sizes):
 
 
 def test_network_diagram_cli(tmp_path):
-    result = run_cli("experiments.network_diagram", "--workdir", str(tmp_path), "--layers", "784,128,64,10")
+    result = run_experiment("experiments.network_diagram", "--workdir", str(tmp_path), "--layers", "784,128,64,10")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     _check_summary(out, [784, 128, 64, 10], tmp_path)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import blob_dataset, run_cli
+from conftest import blob_dataset, run_experiment
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -231,7 +231,7 @@ def _final_json(stdout):
 
 
 def test_batchnorm_dropout_demo(tmp_path):
-    done = run_cli(
+    done = run_experiment(
         "experiments.batchnorm_dropout", "--workdir", str(tmp_path), "--epochs", "1", "--hidden", "8",
         "--batch-size", "32", "--variants", "batchnorm_dropout",
     )
@@ -249,7 +249,7 @@ def test_batchnorm_dropout_demo(tmp_path):
 
 
 def test_regularization_demo(tmp_path):
-    done = run_cli(
+    done = run_experiment(
         "experiments.regularization", "--workdir", str(tmp_path), "--epochs", "1", "--depth", "1", "--width", "16",
         "--num-examples", "4", "--method", "cutmix", "--drop-path-rate", "0.2",
     )

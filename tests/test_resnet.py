@@ -12,7 +12,7 @@ import pytest
 from nnjax.models.fpn import FPN, ResNetFPN, nearest_indices, upsample_nearest
 from nnjax.models.resnet import ResNet, max_pool_3x3, resnet50
 from nnjax.models.torch_import import load_torch_state_dict, overlay, resnet_params_from_torch
-from tests.conftest import TV, needs_torchvision
+from conftest import TV, needs_torchvision
 
 
 def torchvision_resnet_shapes(stage_sizes, bottleneck, num_classes=1000):

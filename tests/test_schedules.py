@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import run_cli
+from conftest import run_experiment
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,7 +74,7 @@ def test_bad_arguments_raise(kwargs, message):
 
 
 def test_lr_schedule_cli(tmp_path):
-    proc = run_cli(
+    proc = run_experiment(
         "experiments.lr_schedule", "--workdir", str(tmp_path),
         "--epochs", "35", "--step-size", "10", "--gamma", "0.5", "--print-every", "5",
     )
