@@ -11,15 +11,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import errno
 import json
 import os
 import sys
+import tempfile
 import types
 import typing
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from nnjax.errors import ConfigError
+from nnjax.errors import ConfigError, WorkdirError
 
 PARALLEL_MODES = ("none", "jit", "pmap")
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
@@ -39,7 +41,7 @@ class RunConfig:
             choices = field.metadata.get("choices")
             if choices and getattr(self, field.name) not in choices:
                 raise ConfigError(
-                    f"--{_flag(field.name)} must be one of {', '.join(choices)}, "
+                    f"--{flag_name(field.name)} must be one of {', '.join(choices)}, "
                     f"got {getattr(self, field.name)!r}"
                 )
 
@@ -52,7 +54,19 @@ class RunConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(RunConfig):
+class ResumableConfig(RunConfig):
+    """Fields of every experiment on the runner (``nnjax.train.run``), whose run directory resumes."""
+
+    restart: bool = False  # discard the run in --workdir (checkpoints, metrics, config) and start over
+
+    def resumable_fields(self) -> set[str]:
+        """Fields that may differ when a run resumes in its run directory: they change what is logged, kept or
+        evaluated, or how long the run goes on, never the steps already trained. All others define the run."""
+        return {"workdir", "restart"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(ResumableConfig):
     """Fields every supervised experiment accepts (and the trainer reads)."""
 
     epochs: int = 5
@@ -75,6 +89,14 @@ class TrainConfig(RunConfig):
     precision: str = dataclasses.field(default="float32", metadata={"choices": PRECISIONS})  # forward/backward dtype
     prefetch: int = 2  # host batches placed on device ahead of the loop path's steps (0: no thread)
 
+    def resumable_fields(self) -> set[str]:
+        """More epochs or steps (the default optimizers keep a constant learning rate), other logging, checkpoint
+        and evaluation intervals, ``--download`` and ``--prefetch``."""
+        return super().resumable_fields() | {
+            "epochs", "steps", "log_every_steps", "checkpoint_every_epochs", "checkpoint_every_steps",
+            "keep_checkpoints", "eval_batch_size", "prefetch", "download",
+        }
+
     def validate(self) -> None:
         check_positive(
             self, "epochs", "batch_size", "eval_batch_size", "log_every_steps", "keep_checkpoints", "grad_accum_steps"
@@ -83,7 +105,7 @@ class TrainConfig(RunConfig):
             raise ConfigError(f"--steps must be >= 0 (0 trains --epochs whole epochs), got {self.steps}")
         for name in ("checkpoint_every_epochs", "checkpoint_every_steps", "prefetch"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"--{_flag(name)} must be >= 0 (0 disables), got {getattr(self, name)}")
+                raise ConfigError(f"--{flag_name(name)} must be >= 0 (0 disables), got {getattr(self, name)}")
         if self.batch_size % self.grad_accum_steps:
             raise ConfigError(
                 f"--batch-size {self.batch_size} is not divisible by --grad-accum-steps {self.grad_accum_steps}; "
@@ -99,9 +121,9 @@ def check_positive(config: RunConfig, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         if isinstance(value, int) and value < 1:
-            raise ConfigError(f"--{_flag(name)} must be >= 1, got {value}")
+            raise ConfigError(f"--{flag_name(name)} must be >= 1, got {value}")
         if isinstance(value, float) and not value > 0:
-            raise ConfigError(f"--{_flag(name)} must be > 0, got {value}")
+            raise ConfigError(f"--{flag_name(name)} must be > 0, got {value}")
 
 
 def check_fraction(config: RunConfig, *names: str) -> None:
@@ -109,14 +131,14 @@ def check_fraction(config: RunConfig, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         if not 0.0 <= value < 1.0:
-            raise ConfigError(f"--{_flag(name)} must be in [0, 1), got {value}")
+            raise ConfigError(f"--{flag_name(name)} must be in [0, 1), got {value}")
 
 
 def check_divisible(config: RunConfig, name: str, by: str) -> None:
     """``ConfigError`` unless field ``name`` is a multiple of field ``by`` (e.g. width and attention heads)."""
     if getattr(config, name) % getattr(config, by):
         raise ConfigError(
-            f"--{_flag(name)} must be divisible by --{_flag(by)}, got {getattr(config, name)} and {getattr(config, by)}"
+            f"--{flag_name(name)} must be divisible by --{flag_name(by)}, got {getattr(config, name)} and {getattr(config, by)}"
         )
 
 
@@ -132,10 +154,35 @@ def parse_widths(text: str, flag: str, min_count: int = 1) -> tuple[int, ...]:
     return widths
 
 
-def prepare_workdir(config: RunConfig, experiment: str, **extra: Any) -> str:
-    """Create the run directory and write ``config.json`` (the config plus ``extra``); returns its path."""
+_WORKDIR_PROBLEMS = {
+    errno.EEXIST: "it is a file, not a directory",
+    errno.ENOTDIR: "a part of its path is a file, not a directory",
+    errno.EROFS: "it is on a read-only file system",
+    errno.EACCES: "no permission to write there",
+    errno.EPERM: "no permission to write there",
+    errno.ENOSPC: "no space left on the device",
+}
+
+
+def make_workdir(config: RunConfig, experiment: str) -> str:
+    """Create the run directory and check that files can be written in it; ``WorkdirError`` (one line) otherwise."""
     workdir = config.resolved_workdir(experiment)
-    os.makedirs(workdir, exist_ok=True)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as err:
+        problem = _WORKDIR_PROBLEMS.get(err.errno, os.strerror(err.errno or 0))
+        if err.errno == errno.EEXIST and os.path.isdir(workdir):
+            problem = os.strerror(err.errno)
+        raise WorkdirError(f"--workdir {workdir} cannot be used: {problem}") from err
+    return workdir
+
+
+def prepare_workdir(config: RunConfig, experiment: str, **extra: Any) -> str:
+    """Create the run directory of a demo and write ``config.json`` (the config plus ``extra``); returns its path.
+    (Runs on the runner use ``nnjax.train.rundir``, which also locks the directory and checks a resume.)"""
+    workdir = make_workdir(config, experiment)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(dataclasses.asdict(config) | {"experiment": experiment, **extra}, f, indent=2)
     return workdir
@@ -144,7 +191,8 @@ def prepare_workdir(config: RunConfig, experiment: str, **extra: Any) -> str:
 ConfigT = TypeVar("ConfigT", bound=RunConfig)
 
 
-def _flag(name: str) -> str:
+def flag_name(name: str) -> str:
+    """The command-line flag of a config field, without its dashes: ``batch_size`` -> ``batch-size``."""
     return name.replace("_", "-")
 
 
@@ -169,7 +217,7 @@ def build_parser(config_cls: type[RunConfig], prog: str | None = None) -> argpar
     parser = _OneLineParser(prog=prog, description=(config_cls.__doc__ or "").strip())
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
-        flag = f"--{_flag(field.name)}"
+        flag = f"--{flag_name(field.name)}"
         kind = _scalar_type(hints[field.name])
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)

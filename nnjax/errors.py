@@ -19,3 +19,7 @@ class ShapeError(NnjaxError, ValueError):
 
 class TrainingDivergedError(NnjaxError):
     """The loss became NaN or infinite; the message names the first bad step."""
+
+
+class WorkdirError(NnjaxError):
+    """The run directory cannot be used as asked: not writable, in use by another run, or holding a different run."""

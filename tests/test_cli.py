@@ -86,7 +86,7 @@ def _restore_params(workdir: str):
 
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), 3)
     step = checkpointer.latest_step()
-    restored = ocp.StandardCheckpointer().restore(os.path.join(checkpointer.directory, str(step), "default"))
+    restored = ocp.StandardCheckpointer().restore(os.path.join(checkpointer.directory, str(step), "state"))
     checkpointer.close()
     return step, restored["params"]
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from nnjax.config import RunConfig, check_positive
+from nnjax.config import ResumableConfig, check_positive
 from nnjax.errors import ConfigError
 from nnjax.train.runner import RunResult, Schedule, Task, run
 from nnjax.train.state import TrainState, create_train_state, model_variables
@@ -33,7 +33,7 @@ Metrics = dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
-class AdversarialConfig(RunConfig):
+class AdversarialConfig(ResumableConfig):
     """The adversarial loop's fields; defaults are WGAN-GP's (Gulrajani et al. 2017, Algorithm 1).
 
     ``steps`` counts generator updates (each after ``n_critic`` critic updates on fresh batches).
@@ -54,6 +54,12 @@ class AdversarialConfig(RunConfig):
     log_every_steps: int = 50
     checkpoint_every_steps: int = 500  # 0: only at the end
     keep_checkpoints: int = 2
+
+    def resumable_fields(self) -> set[str]:
+        """More steps unless ``linear_decay`` (the learning rates then depend on the run's length), other log and
+        checkpoint intervals."""
+        length = set() if self.linear_decay else {"steps"}
+        return super().resumable_fields() | length | {"log_every_steps", "checkpoint_every_steps", "keep_checkpoints"}
 
     def validate(self) -> None:
         check_positive(self, "steps", "batch_size", "latent_dim", "n_critic", "learning_rate", "log_every_steps",

@@ -75,6 +75,10 @@ class ForecastConfig(TrainConfig):
     window: int = 0
     difference: bool = False
 
+    def resumable_fields(self) -> set[str]:
+        """``TrainConfig``'s, without the run's length (the cosine schedule depends on it)."""
+        return super().resumable_fields() - {"epochs", "steps"}
+
     def resolved(self) -> ForecastConfig:
         """This config with ``window``/``epochs`` of 0 replaced by the series' defaults."""
         return dataclasses.replace(

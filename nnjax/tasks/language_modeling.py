@@ -60,6 +60,12 @@ class LMConfig(TrainConfig):
     beam_size: int = 0  # > 0: beam search (with --sample) instead of sampling
     length_alpha: float = 0.6  # beam search length normalisation ((5 + n) / 6) ** alpha
 
+    def resumable_fields(self) -> set[str]:
+        """``TrainConfig``'s, without the run's length (the cosine schedule depends on it), plus every decoding flag."""
+        decoding = {"sample", "prompt", "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "eos",
+                    "beam_size", "length_alpha"}
+        return (super().resumable_fields() - {"epochs", "steps"}) | decoding
+
     def validate(self) -> None:
         super().validate()
         check_positive(self, "block_size", "d_model", "num_heads", "num_layers", "max_new_tokens")

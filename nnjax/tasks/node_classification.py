@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nnjax.config import OPTIMIZERS, RunConfig, check_positive
+from nnjax.config import OPTIMIZERS, ResumableConfig, check_positive
 from nnjax.data.graphs import NodeClassification
 from nnjax.errors import ConfigError
 from nnjax.models.graph import Graph, add_self_loops
@@ -30,7 +30,7 @@ Metrics = dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
-class NodeClassificationConfig(RunConfig):
+class NodeClassificationConfig(ResumableConfig):
     """Full-batch training fields; defaults are the GAT paper's: Adam lr 5e-3, L2 weight decay 5e-4,
     200 epochs (one step each)."""
 
@@ -41,6 +41,10 @@ class NodeClassificationConfig(RunConfig):
     log_every_epochs: int = 10
     checkpoint_every_epochs: int = 0  # 0: only at the end
     keep_checkpoints: int = 2
+
+    def resumable_fields(self) -> set[str]:
+        """More epochs (the learning rate is constant), other log and checkpoint intervals."""
+        return super().resumable_fields() | {"epochs", "log_every_epochs", "checkpoint_every_epochs", "keep_checkpoints"}
 
     def validate(self) -> None:
         check_positive(self, "epochs", "learning_rate", "log_every_epochs", "keep_checkpoints")

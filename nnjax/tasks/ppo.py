@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from nnjax import plots
-from nnjax.config import RunConfig, check_fraction, check_positive, parse_widths
+from nnjax.config import ResumableConfig, check_fraction, check_positive, parse_widths
 from nnjax.envs import cartpole
 from nnjax.errors import ConfigError
 from nnjax.models.actor_critic import ActorCritic
@@ -45,7 +45,7 @@ ACTIVATIONS = ("tanh", "relu")
 
 
 @dataclasses.dataclass(frozen=True)
-class PPOConfig(RunConfig):
+class PPOConfig(ResumableConfig):
     """PPO hyper-parameters; ``total_timesteps`` env steps in ``num_envs * num_steps`` per update.
 
     The defaults solve CartPole-v1 (return 500) in about 1e5 environment steps on every seed tried.
@@ -72,6 +72,13 @@ class PPOConfig(RunConfig):
     log_every_updates: int = 1  # updates per jitted call: one metrics row each
     checkpoint_every_updates: int = 50  # 0: only at the end
     keep_checkpoints: int = 2
+
+    def resumable_fields(self) -> set[str]:
+        """More env steps unless ``anneal_lr`` (the learning rate then depends on the run's length), another
+        return target, other log and checkpoint intervals."""
+        length = set() if self.anneal_lr else {"total_timesteps"}
+        return super().resumable_fields() | length | {
+            "target_return", "log_every_updates", "checkpoint_every_updates", "keep_checkpoints"}
 
     @property
     def batch_size(self) -> int:

@@ -4,8 +4,10 @@ A regime (supervised ``fit``, the GAN alternation, full-batch graph training, PP
 how to build its state, how to run the steps ``[start, stop)`` as one chunk, and what to evaluate.
 Everything else a run does is written here, once:
 
-- the run directory and its ``config.json``;
-- resume: the state restored from the newest checkpoint, the metric rows after it dropped, and the
+- the run directory: locked while the run uses it, its ``config.json``, and a resume refused when the
+  directory holds another run (``nnjax.train.rundir``);
+- resume: the state restored from the newest intact checkpoint (damaged ones are set aside with a
+  warning), the metric rows after it dropped (a warning if earlier rows are lost), and the
   chunks of an uninterrupted run replayed exactly, so a resumed run ends bit-identical to one that was
   never stopped (chunk boundaries depend on the step alone: ``Schedule.chunks``);
 - the NaN/Inf guard on every step's metrics and on every state it checkpoints;
@@ -32,10 +34,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nnjax import plots
-from nnjax.config import RunConfig, prepare_workdir
-from nnjax.errors import TrainingDivergedError
+from nnjax.config import ResumableConfig
+from nnjax.errors import TrainingDivergedError, WorkdirError
 from nnjax.train.checkpoint import Checkpointer
 from nnjax.train.compiled import Compiled
+from nnjax.train.rundir import open_run_directory
 from nnjax.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -157,33 +160,48 @@ class RunResult:
 
 
 def run(
-    task: Task, schedule: Schedule, config: RunConfig, experiment: str, title: str = "", **extra: Any
+    task: Task, schedule: Schedule, config: ResumableConfig, experiment: str, title: str = "", **extra: Any
 ) -> RunResult:
     """Train ``task`` as ``schedule`` says in the run directory of ``config``; resume if it holds a checkpoint.
 
+    The directory is locked for the run and must hold this run or none (``nnjax.train.rundir``);
     ``config.json`` records ``config`` plus ``extra``. The summary holds ``task.finish``'s fields and
     ``final_metrics`` (4 decimals), then ``steps``, ``compile_s``, ``train_time_s``, the throughput and
     ``workdir``.
     """
-    workdir = prepare_workdir(config, experiment, **extra)
+    with open_run_directory(config, experiment, **extra) as workdir:
+        checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), schedule.keep_checkpoints)
+        try:
+            return _resume_and_train(task, schedule, workdir, checkpoints, title or experiment)
+        finally:
+            checkpoints.close()
+
+
+def _resume_and_train(task: Task, schedule: Schedule, workdir: str, checkpoints: Checkpointer, title: str) -> RunResult:
+    """``run`` inside its locked run directory: restore the newest intact checkpoint, train, evaluate, summarise."""
     host_state = task.init_state()
-    checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), schedule.keep_checkpoints)
-    start = checkpoints.latest_step()
-    if start is not None:
-        host_state = checkpoints.restore(host_state)
+    start = None
+    restored = checkpoints.restore(host_state)
+    if restored is not None:
+        start, host_state = restored
+        if start > schedule.total_steps:
+            raise WorkdirError(
+                f"{workdir} has trained {start} {schedule.unit}s, more than the {schedule.total_steps} this run asks "
+                f"for; ask for at least {start}, or --restart to start over"
+            )
     writer = MetricWriter(workdir, resume_step=start)
     try:
+        _warn_lost_history(writer, start or 0)
         state, seconds, steps_run = _loop(task, schedule, task.place(host_state), start or 0, checkpoints, writer)
         final = task.final_metrics(state)
-        step = max(start or 0, schedule.total_steps)
         if final:
-            writer.write({"kind": "test", "step": step, **final})
+            writer.write({"kind": "test", "step": schedule.total_steps, **final})
         host_state = task.fetch(state)
-        plots.learning_curves(writer.rows, os.path.join(workdir, task.curves_file), title=title or experiment)
+        plots.learning_curves(writer.rows, os.path.join(workdir, task.curves_file), title=title)
         summary = {
             **task.finish(host_state, writer.rows, workdir),
             **{k: round(v, 4) for k, v in final.items()},
-            "steps": step,
+            "steps": schedule.total_steps,
             "compile_s": round(task.compiled.seconds, 2),
             "train_time_s": round(seconds, 2),
         }
@@ -191,9 +209,23 @@ def run(
             summary[task.throughput_key] = round(steps_run * task.examples_per_step / max(seconds, 1e-9), 1)
         summary["workdir"] = workdir
     finally:
-        checkpoints.close()
         writer.close()
     return RunResult(state=host_state, history=writer.rows, summary=summary)
+
+
+def _warn_lost_history(writer: MetricWriter, start: int) -> None:
+    """One warning line if the kept 'train' rows do not tile steps ``1..start`` (metrics.jsonl deleted, truncated
+    or edited): the learning curves and history then show only what is left."""
+    train = sorted((row for row in writer.rows if row["kind"] == "train"), key=lambda row: row["step"])
+    ends = [0, *(row["step"] for row in train)]
+    tiled = ends[-1] == start and all(row["step"] - row["steps"] == end for row, end in zip(train, ends))
+    if not tiled or writer.unreadable_lines:
+        covered = sum(row["steps"] for row in train)
+        broken = f", {writer.unreadable_lines} unreadable lines skipped" if writer.unreadable_lines else ""
+        log.warning(
+            "%s holds train rows for %d of the %d steps before the resumed step %d (it was deleted, truncated or "
+            "edited%s); the learning curves and history show only those", writer.path, covered, start, start, broken,
+        )
 
 
 def _loop(

@@ -13,15 +13,22 @@ class MetricWriter:
 
     ``resume_step`` keeps the rows of an earlier run up to that step (rows a killed run wrote
     after its last checkpoint are dropped, so a resumed log reads as one uninterrupted run);
-    ``None`` starts a fresh log. Numeric fields are mirrored to TensorBoard as ``<kind>/<field>``.
+    ``None`` starts a fresh log. Lines that are not a row (a truncated last line) are skipped and
+    counted in ``unreadable_lines``. Numeric fields are mirrored to TensorBoard as ``<kind>/<field>``.
     """
 
     def __init__(self, workdir: str, resume_step: int | None = None):
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.rows: list[dict[str, Any]] = []
+        self.unreadable_lines = 0
         if resume_step is not None and os.path.exists(self.path):
             with open(self.path) as f:
-                self.rows = [row for row in map(json.loads, f) if row["step"] <= resume_step]
+                for line in f:
+                    row = _parse(line)
+                    if row is None:
+                        self.unreadable_lines += 1
+                    elif row["step"] <= resume_step:
+                        self.rows.append(row)
         with open(self.path, "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in self.rows)
         from tensorboardX import SummaryWriter
@@ -39,3 +46,14 @@ class MetricWriter:
 
     def close(self) -> None:
         self._tensorboard.close()
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    """The row on one line of metrics.jsonl, or None if the line is not one (cut short, edited)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(row, dict) or not isinstance(row.get("step"), int) or "kind" not in row:
+        return None
+    return row
