@@ -173,10 +173,13 @@ def make_workdir(config: RunConfig, experiment: str) -> str:
             pass
     except OSError as err:
         problem = _WORKDIR_PROBLEMS.get(err.errno, os.strerror(err.errno or 0))
-        if err.errno == errno.EEXIST and os.path.isdir(workdir):
-            problem = os.strerror(err.errno)
         raise WorkdirError(f"--workdir {workdir} cannot be used: {problem}") from err
     return workdir
+
+
+def run_record(config: RunConfig, experiment: str, **extra: Any) -> dict[str, Any]:
+    """What a run's ``config.json`` holds: every config field, the experiment and ``extra``, as JSON types."""
+    return json.loads(json.dumps(dataclasses.asdict(config) | {"experiment": experiment, **extra}))
 
 
 def prepare_workdir(config: RunConfig, experiment: str, **extra: Any) -> str:
@@ -184,7 +187,7 @@ def prepare_workdir(config: RunConfig, experiment: str, **extra: Any) -> str:
     (Runs on the runner use ``nnjax.train.rundir``, which also locks the directory and checks a resume.)"""
     workdir = make_workdir(config, experiment)
     with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(config) | {"experiment": experiment, **extra}, f, indent=2)
+        json.dump(run_record(config, experiment, **extra), f, indent=2)
     return workdir
 
 

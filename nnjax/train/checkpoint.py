@@ -121,7 +121,7 @@ class Checkpointer:
             target, suffix = os.path.join(self.damaged_directory, f"{step}.{suffix}"), suffix + 1
         shutil.move(os.path.join(self.directory, str(step)), target)
         self._manager.reload()
-        log.warning("checkpoint step %d is damaged (%s); moved it to %s and fell back to an older one", step, why, target)
+        log.warning("checkpoint step %d is damaged (%s); moved it to %s; trying the next older checkpoint, if any", step, why, target)
 
     def close(self) -> None:
         """Wait for pending saves and release the manager."""

@@ -23,7 +23,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from nnjax.config import ResumableConfig, flag_name, make_workdir
+from nnjax.config import ResumableConfig, flag_name, make_workdir, run_record
 from nnjax.errors import WorkdirError
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,6 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
 RUN_ARTIFACTS = ("checkpoints", "checkpoints_damaged", "metrics.jsonl", "tensorboard", CONFIG_FILE)
-
-
-def run_record(config: ResumableConfig, experiment: str, **extra: Any) -> dict[str, Any]:
-    """What ``config.json`` holds: every config field, the experiment and ``extra`` (JSON types)."""
-    return json.loads(json.dumps(dataclasses.asdict(config) | {"experiment": experiment, **extra}))
 
 
 def differences(saved: dict[str, Any], record: dict[str, Any], may_change: set[str], flags: set[str]) -> list[str]:
