@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from nnjax import cli, losses
-from nnjax.config import OPTIMIZERS, TrainConfig, check_positive
+from nnjax.config import OPTIMIZERS, TrainConfig
 from nnjax.data import load_dataset
 from nnjax.models import BackpropMLP
 from nnjax.scratch import backprop
@@ -35,10 +35,6 @@ class Config(TrainConfig):
     learning_rate: float = 0.5
     hidden: int = 64
     activation: str = dataclasses.field(default="sigmoid", metadata={"choices": tuple(ACTIVATIONS)})
-
-    def validate(self) -> None:
-        super().validate()
-        check_positive(self, "hidden")
 
 
 def max_grad_error(model: BackpropMLP, x: jax.Array, y: jax.Array) -> float:

@@ -57,7 +57,7 @@ class Config(TrainConfig):
             raise ConfigError(
                 f"--variants must be a comma-separated subset of {','.join(VARIANTS)}; got {self.variants!r}"
             )
-        check_positive(self, "hidden", "bn_epsilon")
+        check_positive(self, "bn_epsilon")
         check_fraction(self, "dropout_rate")
         if not 0.0 < self.keep_prob <= 1.0:
             raise ConfigError(f"--keep-prob must be in (0, 1], got {self.keep_prob}")

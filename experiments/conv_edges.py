@@ -24,7 +24,7 @@ import numpy as np
 from scipy import signal
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, check_positive, prepare_workdir
+from nnjax.config import RunConfig, prepare_workdir
 from nnjax.errors import ConfigError
 from nnjax.scratch import conv
 
@@ -44,7 +44,6 @@ class Config(RunConfig):
     repeats: int = 5
 
     def validate(self) -> None:
-        check_positive(self, "downscale", "repeats")
         if self.crop < 3:
             raise ConfigError(f"--crop must be >= 3 (the kernel is 3x3), got {self.crop}")
         super().validate()

@@ -19,7 +19,6 @@ import jax
 import numpy as np
 
 from nnjax import cli, plots
-from nnjax.config import check_positive
 from nnjax.data import load_dataset
 from nnjax.models.gan import Discriminator, Generator
 from nnjax.tasks import adversarial
@@ -40,10 +39,6 @@ class Config(adversarial.AdversarialConfig):
     data_dir: str | None = None
     download: bool = False
     sample_count: int = 64
-
-    def validate(self) -> None:
-        check_positive(self, "channels", "power_iterations", "sample_count")
-        super().validate()
 
 
 def to_generator_range(x_NxHxWxC: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ import jax
 import numpy as np
 
 from nnjax import cli, losses
-from nnjax.config import TrainConfig, check_fraction, check_positive
+from nnjax.config import TrainConfig, check_fraction
 from nnjax.data import load_dataset
 from nnjax.models.dynamic import DynamicClassifier, evaluation_sets, parse_active_layers
 from nnjax.tasks import evaluate, fit
@@ -62,7 +62,6 @@ class Config(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_positive(self, "base_channels", "max_depth")
         check_fraction(self, "stage_drop_rate")
         if self.active_layers:
             parse_active_layers(self.active_layers, self.max_depth)

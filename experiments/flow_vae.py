@@ -28,10 +28,9 @@ import jax
 import numpy as np
 
 from nnjax import cli, losses, plots
-from nnjax.config import TrainConfig, check_positive
+from nnjax.config import TrainConfig, option
 from nnjax.data import load_dataset, predict_batched
 from nnjax.data.transforms import BINARIZE, binarized, redraw_binary
-from nnjax.errors import ConfigError
 from nnjax.models.flows import FlowVAE, importance_weighted_bound
 from nnjax.tasks import fit
 
@@ -43,18 +42,11 @@ class Config(TrainConfig):
     epochs: int = 60  # threshold data: the validation ELBO peaks near epoch 55, then the model overfits
     latent_dim: int = 20
     hidden: int = 512
-    flows: int = 4
+    flows: int = option(4, "planar flows on the posterior sample; 0: a plain VAE", minimum=0)
     binarize: str = dataclasses.field(default="threshold", metadata={"choices": BINARIZE})
-    iwae_samples: int = 100  # samples per test image for the importance-weighted bound (0: skip)
+    iwae_samples: int = option(100, "samples per test image for the importance-weighted bound; 0: skip it", minimum=0)
     iwae_batch_size: int = 100
     checkpoint_every_epochs: int = 10
-
-    def validate(self) -> None:
-        check_positive(self, "latent_dim", "hidden", "iwae_batch_size")
-        for name in ("flows", "iwae_samples"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        super().validate()
 
 
 def mean_iwae(model: FlowVAE, variables, x_NxHxWxC: np.ndarray, config: Config) -> float:

@@ -52,7 +52,7 @@ class Config(adversarial.AdversarialConfig):
 
     def validate(self) -> None:
         parse_widths(self.hidden, "hidden")
-        check_positive(self, "target_std", "eval_samples")
+        check_positive(self, "target_std")
         super().validate()
 
 

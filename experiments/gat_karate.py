@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from nnjax import cli, plots
-from nnjax.config import check_fraction, check_positive, parse_widths
+from nnjax.config import check_fraction, parse_widths
 from nnjax.data.graphs import NodeClassification, karate_club, stochastic_block_model
 from nnjax.models.graph import GAT, EdgeConvNet
 from nnjax.tasks.node_classification import NodeClassificationConfig, predict, to_graph, train_node_classifier
@@ -52,7 +52,6 @@ class Config(NodeClassificationConfig):
     sbm_feature_signal: float = 0.5
 
     def validate(self) -> None:
-        check_positive(self, "hidden", "heads", "output_heads", "sbm_blocks", "sbm_block_size", "sbm_labels_per_block")
         check_fraction(self, "dropout")
         parse_widths(self.edgeconv_hidden, "edgeconv-hidden")
         super().validate()

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from nnjax import cli, losses
-from nnjax.config import TrainConfig, check_positive
+from nnjax.config import TrainConfig
 from nnjax.data import load_dataset
 from nnjax.errors import ConfigError
 from nnjax.models import MLP
@@ -39,10 +39,6 @@ class Config(TrainConfig):
     learning_rate: float = 3e-3
     accumulate_steps: int = 4
     hidden: int = 64
-
-    def validate(self) -> None:
-        check_positive(self, "accumulate_steps", "hidden")
-        super().validate()
 
 
 def main(config: Config) -> dict:

@@ -45,7 +45,7 @@ class Config(RunConfig):
     steps: int = 50
 
     def validate(self) -> None:
-        check_positive(self, "steps", "learning_rate")
+        check_positive(self, "learning_rate")
         super().validate()
 
 

@@ -55,7 +55,7 @@ class Config(RunConfig):
             task_losses = ()
         if not task_losses or min(task_losses) <= 0:
             raise ConfigError(f"--multitask-losses must be comma-separated positive numbers; got {self.multitask_losses!r}")
-        check_positive(self, "multitask_steps", "learning_rate")
+        check_positive(self, "learning_rate")
         super().validate()
 
 

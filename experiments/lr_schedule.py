@@ -32,7 +32,7 @@ class Config(RunConfig):
     print_every: int = 10
 
     def validate(self) -> None:
-        check_positive(self, "step_size", "epochs", "print_every", "learning_rate", "gamma")
+        check_positive(self, "learning_rate", "gamma")
         super().validate()
 
 

@@ -32,7 +32,6 @@ import dataclasses
 import sys
 
 from nnjax import cli
-from nnjax.config import check_positive
 from nnjax.tasks.forecasting import ForecastConfig, run_forecast
 from nnjax.models import LSTMForecaster
 
@@ -45,11 +44,6 @@ class Config(ForecastConfig):
     """
 
     hidden: int = 50
-
-    def validate(self) -> None:
-        """The shared forecasting checks, then ``--hidden``."""
-        super().validate()
-        check_positive(self, "hidden")
 
 
 def main(config: Config) -> dict:

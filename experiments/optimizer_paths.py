@@ -44,7 +44,7 @@ class Config(RunConfig):
     y0: float = 3.0
 
     def validate(self) -> None:
-        check_positive(self, "steps", "learning_rate")
+        check_positive(self, "learning_rate")
         super().validate()
 
 

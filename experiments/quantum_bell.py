@@ -21,7 +21,7 @@ import numpy as np
 
 from nnjax import cli, plots
 from nnjax.apps import quantum
-from nnjax.config import RunConfig, check_positive, prepare_workdir
+from nnjax.config import RunConfig, prepare_workdir
 from nnjax.errors import ConfigError
 
 
@@ -33,7 +33,6 @@ class Config(RunConfig):
     shots: int = 1000
 
     def validate(self) -> None:
-        check_positive(self, "shots")
         if not 2 <= self.num_qubits <= 12:
             raise ConfigError(f"--num-qubits must be in [2, 12] (the Bell pair needs 2), got {self.num_qubits}")
         super().validate()

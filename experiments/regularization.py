@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from nnjax import cli, losses, plots
-from nnjax.config import TrainConfig, check_fraction, check_positive
+from nnjax.config import TrainConfig, check_fraction
 from nnjax.data import load_dataset
 from nnjax.errors import ConfigError
 from nnjax.models import ResMLP
@@ -43,7 +43,6 @@ class Config(TrainConfig):
         if not self.alpha > 0:
             raise ConfigError(f"--alpha (Beta(alpha, alpha) of the mixing weight) must be > 0, got {self.alpha}")
         check_fraction(self, "drop_path_rate")
-        check_positive(self, "depth", "width", "num_examples")
 
 
 def example_plots(config: Config, train: dict, num_classes: int, workdir: str) -> list[str]:

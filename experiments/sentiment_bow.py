@@ -18,7 +18,6 @@ import dataclasses
 import sys
 
 from nnjax import cli, losses
-from nnjax.config import check_positive
 from nnjax.models.text_classifiers import BagOfWords
 from nnjax.tasks import fit
 from nnjax.tasks.text_classification import SentimentConfig, binary_test_report, load_data
@@ -33,10 +32,6 @@ class Config(SentimentConfig):
     embed_dim: int = 100  # word-embedding width
     hidden: int = 64  # units of the ReLU layer
     dropout: float = 0.5  # on the pooled embedding
-
-    def validate(self) -> None:
-        super().validate()
-        check_positive(self, "embed_dim", "hidden")
 
 
 def main(config: Config) -> dict:

@@ -17,7 +17,7 @@ import dataclasses
 import sys
 
 from nnjax import cli, losses
-from nnjax.config import check_fraction, check_positive
+from nnjax.config import check_fraction
 from nnjax.models.text_classifiers import SentimentLSTM
 from nnjax.tasks import fit
 from nnjax.tasks.text_classification import SentimentConfig, binary_test_report, load_data
@@ -35,7 +35,6 @@ class Config(SentimentConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_positive(self, "embed_dim", "hidden")
         check_fraction(self, "recurrent_dropout")
 
 

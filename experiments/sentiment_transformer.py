@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from nnjax import cli, losses
-from nnjax.config import check_divisible, check_positive
+from nnjax.config import check_divisible
 from nnjax.data.sentiment import CLASS_NAMES, encode_texts
 from nnjax.data.text import Vocabulary
 from nnjax.errors import ConfigError, DataUnavailableError
@@ -62,7 +62,6 @@ class Config(SentimentConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_positive(self, "d_model", "num_heads", "num_layers", "d_ff")
         check_divisible(self, "d_model", "num_heads")
         if (self.weights is None) != (self.predict is None):
             raise ConfigError("--weights and --predict go together (inference mode); pass both or neither")

@@ -53,7 +53,7 @@ class Config(RunConfig):
     frames_per_block: int = 16
 
     def validate(self) -> None:
-        check_positive(self, "sample_rate", "duration_s", "amplitude", "frame_length", "hop", "chunk_size", "frames_per_block")
+        check_positive(self, "duration_s", "amplitude")
         if self.noise_std < 0:
             raise ConfigError(f"--noise-std must be >= 0, got {self.noise_std}")
         if self.hop > self.frame_length:

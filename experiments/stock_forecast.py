@@ -31,7 +31,7 @@ import numpy as np
 
 from nnjax import cli, losses, metrics, plots
 from nnjax.apps import finance
-from nnjax.config import TrainConfig, check_divisible, check_fraction, check_positive
+from nnjax.config import TrainConfig, check_divisible, check_fraction
 from nnjax.data import Dataset, predict_batched
 from nnjax.data.prices import SYMBOLS, bokeh_stocks_path, load_stock, make_stock_dataset
 from nnjax.errors import ConfigError
@@ -66,7 +66,6 @@ class Config(TrainConfig):
             raise ConfigError(f"--data must be 'stocks' (bokeh_sampledata, or the file given by --csv), got {self.data!r}")
         if self.csv is None and self.symbol not in SYMBOLS:
             raise ConfigError(f"--symbol must be one of {', '.join(SYMBOLS)} for bokeh_sampledata, got {self.symbol!r}")
-        check_positive(self, "window", "hidden", "heads", "attention_features", "dense")
         check_divisible(self, "attention_features", "heads")
         check_fraction(self, "dropout")
 

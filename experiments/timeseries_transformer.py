@@ -24,7 +24,7 @@ import dataclasses
 import sys
 
 from nnjax import cli
-from nnjax.config import check_divisible, check_fraction, check_positive
+from nnjax.config import check_divisible, check_fraction
 from nnjax.data.timeseries import SERIES
 from nnjax.tasks.forecasting import ForecastConfig, run_forecast
 from nnjax.models.forecast import TimeSeriesForecaster, TimeSeriesTransformer
@@ -46,7 +46,6 @@ class Config(ForecastConfig):
     def validate(self) -> None:
         """The shared forecasting checks, then the model's flags."""
         super().validate()
-        check_positive(self, "hidden", "layers", "heads")
         check_divisible(self, "hidden", "heads")
         check_fraction(self, "dropout")
 

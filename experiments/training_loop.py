@@ -39,7 +39,7 @@ class Config(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_positive(self, "epochs", "batch_size", "test_size", "learning_rate")
+        check_positive(self, "learning_rate")
         if self.noise < 0:
             raise ConfigError(f"--noise must be >= 0, got {self.noise}")
 

@@ -56,7 +56,7 @@ class Config(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_positive(self, "pretrain_epochs", "target_labels", "split_class", "head_learning_rate")
+        check_positive(self, "head_learning_rate")
         if len(parse_widths(self.stage_sizes, "stage-sizes")) != len(parse_widths(self.widths, "widths")):
             raise ConfigError(f"--stage-sizes {self.stage_sizes!r} and --widths {self.widths!r} must list as many stages")
 

@@ -35,7 +35,7 @@ import jax
 import numpy as np
 
 from nnjax import cli, losses, metrics, plots
-from nnjax.config import TrainConfig, check_fraction, check_positive
+from nnjax.config import TrainConfig, check_fraction, option
 from nnjax.data import (
     Dataset,
     dihedral_augment,
@@ -71,7 +71,7 @@ class Config(TrainConfig):
     dice_weight: float = 1.0
     boundary_weight: float = 0.0
     boundary_head_weight: float = 0.5
-    tolerance: int = 2
+    tolerance: int = option(2, "boundary F1 tolerance in pixels; 0: exact", minimum=0)
     augment: bool = True
     shapes_train: int = 256
     shapes_test: int = 128
@@ -80,15 +80,12 @@ class Config(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_positive(self, "base", "tile", "shapes_train", "shapes_test", "overlay_examples")
         check_fraction(self, "test_fraction")
         if self.tile % DOWNSAMPLE:
             raise ConfigError(f"--tile must be a multiple of {DOWNSAMPLE} (three 2x2 poolings), got {self.tile}")
         for name in ("dice_weight", "boundary_weight", "boundary_head_weight", "noise"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.tolerance < 0:
-            raise ConfigError(f"--tolerance must be >= 0 pixels, got {self.tolerance}")
 
 
 def load_data(config: Config) -> Dataset:

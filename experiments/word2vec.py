@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from nnjax import cli
-from nnjax.config import RunConfig, check_positive, prepare_workdir
+from nnjax.config import RunConfig, check_positive, option, prepare_workdir
 from nnjax.data.text import Vocabulary, read_text_corpus
 from nnjax.errors import ConfigError
 from nnjax.scratch import word2vec
@@ -40,7 +40,7 @@ class Config(RunConfig):
     """100-d SGNS embeddings of the 42 Shakespeare texts, window 5, 5 negatives, Adam."""
 
     text_file: str | None = None  # train on this UTF-8 text instead of the Shakespeare package
-    max_works: int = 0  # 0: all 42 works
+    max_works: int = option(0, "Shakespeare works to train on; 0: all 42", minimum=0)
     load: str | None = None  # a training run's workdir: answer --query from its embeddings, no training
     query: str = "king,love,death,sword"  # comma-separated words whose neighbours are reported
     neighbours: int = 5  # nearest words per query word
@@ -55,12 +55,9 @@ class Config(RunConfig):
     holdout_fraction: float = 0.05  # the last part of the token stream, for the held-out figures
 
     def validate(self) -> None:
-        check_positive(self, "neighbours", "dim", "window", "negatives", "steps", "batch_size", "learning_rate",
-                       "subsample")
+        check_positive(self, "learning_rate", "subsample")
         if self.max_vocab < 3:
             raise ConfigError(f"--max-vocab must be >= 3 (two reserved ids plus a word), got {self.max_vocab}")
-        if self.max_works < 0:
-            raise ConfigError(f"--max-works must be >= 0 (0 = all works), got {self.max_works}")
         if not 0.0 < self.holdout_fraction < 0.5:
             raise ConfigError(f"--holdout-fraction must be in (0, 0.5), got {self.holdout_fraction}")
         if self.load and not os.path.isfile(os.path.join(self.load, EMBEDDINGS_FILE)):

@@ -38,7 +38,7 @@ class Config(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_positive(self, "hidden", "iterations", "learning_rate")
+        check_positive(self, "learning_rate")
 
 
 def max_grad_error(params: backprop.Params, loss: str) -> float:

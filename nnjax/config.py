@@ -28,22 +28,56 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
 PRECISIONS = ("float32", "bfloat16")
 
 
+def option(default: Any, help: str = "", *, minimum: int | None = None, choices: Sequence[str] | None = None) -> Any:
+    """A config field with its flag's ``help`` text, the least value an int field accepts (``minimum``; every int
+    field accepts only >= 1 unless it says otherwise) and the values a string field accepts (``choices``)."""
+    metadata: dict[str, Any] = {"help": help}
+    if minimum is not None:
+        metadata["minimum"] = minimum
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def field_metadata(config_cls: type, name: str, key: str) -> Any:
+    """``key`` of field ``name``'s metadata, from the nearest class in ``config_cls``'s MRO that sets it (a subclass
+    that only changes a field's default keeps its minimum, choices and help), else None."""
+    for klass in config_cls.__mro__:
+        field = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if field is not None and key in field.metadata:
+            return field.metadata[key]
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Fields every experiment accepts: the root PRNG seed and the run directory."""
+    """Fields every experiment accepts: the root PRNG seed and the run directory.
 
-    seed: int = 0
+    Every field is checked when a config is made (``ConfigError`` naming its flag): an int field must be >= its
+    ``minimum`` (1 unless ``option`` says otherwise), a field with ``choices`` must be one of them. ``validate``
+    adds the checks that relate several fields.
+    """
+
+    seed: int = option(0, "root PRNG seed", minimum=0)
     workdir: str | None = None
 
-    def validate(self) -> None:
-        """Raise ``ConfigError`` naming the first field whose value cannot work."""
+    def __post_init__(self) -> None:
+        cls = type(self)
         for field in dataclasses.fields(self):
-            choices = field.metadata.get("choices")
-            if choices and getattr(self, field.name) not in choices:
-                raise ConfigError(
-                    f"--{flag_name(field.name)} must be one of {', '.join(choices)}, "
-                    f"got {getattr(self, field.name)!r}"
-                )
+            value, flag = getattr(self, field.name), flag_name(field.name)
+            choices = field_metadata(cls, field.name, "choices")
+            if choices and value not in choices:
+                raise ConfigError(f"--{flag} must be one of {', '.join(choices)}, got {value!r}")
+            if type(value) is int:
+                least = field_metadata(cls, field.name, "minimum")
+                least = 1 if least is None else least
+                if value < least:
+                    meaning = field_metadata(cls, field.name, "help") if least == 0 else None
+                    raise ConfigError(f"--{flag} must be >= {least}{f' ({meaning})' if meaning else ''}, got {value}")
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first combination of fields that cannot work (each field alone was
+        checked when the config was made)."""
 
     def resolved_workdir(self, experiment: str) -> str:
         """The run directory: ``--workdir`` if given, else a new ``runs/<experiment>/<time>``."""
@@ -70,7 +104,8 @@ class TrainConfig(ResumableConfig):
     """Fields every supervised experiment accepts (and the trainer reads)."""
 
     epochs: int = 5
-    steps: int = 0  # > 0: train exactly this many steps (the last epoch partial) instead of --epochs
+    steps: int = option(0, "0: train --epochs whole epochs; N > 0: exactly N steps, the last epoch partial",
+                        minimum=0)
     batch_size: int = 128
     learning_rate: float = 1e-3
     optimizer: str = dataclasses.field(default="adam", metadata={"choices": OPTIMIZERS})
@@ -81,13 +116,13 @@ class TrainConfig(ResumableConfig):
     validation_fraction: float = 0.2
     eval_batch_size: int = 1000
     log_every_steps: int = 50
-    checkpoint_every_epochs: int = 1
-    checkpoint_every_steps: int = 0
+    checkpoint_every_epochs: int = option(1, "0: no epoch-end checkpoints", minimum=0)
+    checkpoint_every_steps: int = option(0, "0: no step-interval checkpoints", minimum=0)
     keep_checkpoints: int = 3
     scan_epoch: bool = True
     grad_accum_steps: int = 1  # each step's gradient is the mean over this many equal micro-batches
     precision: str = dataclasses.field(default="float32", metadata={"choices": PRECISIONS})  # forward/backward dtype
-    prefetch: int = 2  # host batches placed on device ahead of the loop path's steps (0: no thread)
+    prefetch: int = option(2, "host batches placed on device ahead of the loop path's steps; 0: no thread", minimum=0)
 
     def resumable_fields(self) -> set[str]:
         """More epochs or steps (the default optimizers keep a constant learning rate), other logging, checkpoint
@@ -98,14 +133,6 @@ class TrainConfig(ResumableConfig):
         }
 
     def validate(self) -> None:
-        check_positive(
-            self, "epochs", "batch_size", "eval_batch_size", "log_every_steps", "keep_checkpoints", "grad_accum_steps"
-        )
-        if self.steps < 0:
-            raise ConfigError(f"--steps must be >= 0 (0 trains --epochs whole epochs), got {self.steps}")
-        for name in ("checkpoint_every_epochs", "checkpoint_every_steps", "prefetch"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{flag_name(name)} must be >= 0 (0 disables), got {getattr(self, name)}")
         if self.batch_size % self.grad_accum_steps:
             raise ConfigError(
                 f"--batch-size {self.batch_size} is not divisible by --grad-accum-steps {self.grad_accum_steps}; "
@@ -152,6 +179,27 @@ def parse_widths(text: str, flag: str, min_count: int = 1) -> tuple[int, ...]:
         example = ",".join(["128", "64", "10"][:max(min_count, 2)])
         raise ConfigError(f"--{flag} must be >= {min_count} comma-separated positive widths like {example}; got {text!r}")
     return widths
+
+
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def parse_escapes(text: str, flag: str) -> str:
+    """``text`` with the backslash escapes ``\\n``, ``\\t``, ``\\r`` and ``\\\\`` decoded; every other character,
+    non-ASCII ones included, stays as typed. ``ConfigError`` naming ``--flag`` for any other escape."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] != "\\":
+            out.append(text[i])
+            i += 1
+            continue
+        code = text[i + 1 : i + 2]
+        if code not in ESCAPES:
+            shown = "a trailing \\" if not code else f"the unknown escape \\{code}"
+            raise ConfigError(f"--{flag} has {shown}; the escapes are \\n, \\t, \\r and \\\\ (a backslash)")
+        out.append(ESCAPES[code])
+        i += 2
+    return "".join(out)
 
 
 _WORKDIR_PROBLEMS = {
@@ -222,15 +270,16 @@ def build_parser(config_cls: type[RunConfig], prog: str | None = None) -> argpar
     for field in dataclasses.fields(config_cls):
         flag = f"--{flag_name(field.name)}"
         kind = _scalar_type(hints[field.name])
+        meaning = field_metadata(config_cls, field.name, "help")
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=meaning)
             continue
         parser.add_argument(
             flag,
             type=kind,
             default=field.default,
-            choices=field.metadata.get("choices"),
-            help=f"(default: {field.default})",
+            choices=field_metadata(config_cls, field.name, "choices"),
+            help=f"{meaning + ' ' if meaning else ''}(default: {field.default})",
         )
     return parser
 

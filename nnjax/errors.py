@@ -23,3 +23,11 @@ class TrainingDivergedError(NnjaxError):
 
 class WorkdirError(NnjaxError):
     """The run directory cannot be used as asked: not writable, in use by another run, or holding a different run."""
+
+
+class FileFormatError(NnjaxError, ValueError):
+    """A file given by the user is not in the format expected (names the file and the format)."""
+
+
+class WeightsError(NnjaxError, ValueError):
+    """Weights do not fit the model they are loaded into (names the first missing, extra or mis-shaped entry)."""

@@ -1,5 +1,7 @@
 """Test session setup: 8 fake CPU devices (set before jax is imported) and shared helpers."""
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -26,16 +28,24 @@ from nnjax.data import Dataset  # noqa: E402
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def _restore_nnjax_logger():
-    """Undo ``cli.setup_logging`` after tests that run a CLI in-process (its handler writes to the
-    test's captured stderr, and ``propagate=False`` would hide later logs from ``caplog``)."""
-    import logging
-
+@contextlib.contextmanager
+def _nnjax_logger_kept():
+    """Undo ``cli.setup_logging`` on leaving (its handler writes to the stderr of the moment, and
+    ``propagate=False`` would hide later logs from ``caplog``)."""
     logger = logging.getLogger("nnjax")
     saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+
+@pytest.fixture(autouse=True)
+def _restore_nnjax_logger():
+    """For tests that call ``cli.run`` in process themselves (``run_experiment`` restores on its own, so a
+    module-scoped fixture that runs an experiment leaves the logger as it found it)."""
+    with _nnjax_logger_kept():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +97,6 @@ def run_experiment(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     would (``cli.run`` on its ``main`` and ``Config``), and capture its exit code, stdout and stderr.
     In process, an experiment skips the ~4 s of imports a fresh interpreter pays; ``run_cli`` is for
     what only a real process shows (exit status, signals)."""
-    import contextlib
     import importlib
     import io
 
@@ -95,7 +104,7 @@ def run_experiment(module: str, *args: str) -> subprocess.CompletedProcess[str]:
 
     experiment = importlib.import_module(module)
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _nnjax_logger_kept():
         try:
             code = cli.run(experiment.main, experiment.Config, list(args), prog=module.rsplit(".", 1)[-1])
         except SystemExit as exit:  # argparse's own errors and --help

@@ -48,9 +48,13 @@ class CharVocabulary:
         """The text of ``ids``; unknown ids and id 0 decode to U+FFFD."""
         return "".join(self.chars[i] if 0 < i < len(self.chars) else "\ufffd" for i in map(int, ids))
 
+    def contains(self, char: str) -> bool:
+        """Whether ``char`` has an id of its own (is not read as unknown)."""
+        return char != UNK_CHAR and char in self._index
+
     def id_of(self, char: str) -> int:
         """The id of one character; ValueError if it is not in the vocabulary."""
-        if char not in self._index or char == UNK_CHAR:
+        if not self.contains(char):
             raise ValueError(f"character {char!r} is not in the vocabulary")
         return self._index[char]
 

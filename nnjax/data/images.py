@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnjax.errors import DataUnavailableError
+from nnjax.errors import DataUnavailableError, FileFormatError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,8 +36,11 @@ def load_rgb(path: str) -> np.ndarray:
 
     if not os.path.isfile(path):
         raise DataUnavailableError(f"image file {path} does not exist")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: UnidentifiedImageError (an OSError), truncated data
+        raise FileFormatError(f"image file {path} is not an image PIL can read ({type(err).__name__})") from err
 
 
 def _check_hwc(image: np.ndarray | jax.Array, name: str) -> None:

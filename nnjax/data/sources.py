@@ -10,7 +10,11 @@ import gzip
 import importlib.util
 import logging
 import os
+import shutil
+import socket
 import struct
+import tempfile
+import threading
 import zlib
 from collections.abc import Iterable
 
@@ -23,6 +27,8 @@ Split = dict[str, np.ndarray]
 FASHION_MNIST_ENV = "NNJAX_FASHION_MNIST_DIR"
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 HOLDOUT_SEED = 20240101  # fixed: the held-out test set of sources without one never depends on --seed
+DOWNLOAD_PROBE = ("storage.googleapis.com", 443)  # where tensorflow-datasets looks first for every data set
+PROBE_TIMEOUT_S = 3.0
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,61 @@ def _tfds_data_dir(data_dir: str | None) -> str:
     return data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
+def network_reachable(address: tuple[str, int] = DOWNLOAD_PROBE, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to ``address`` opens within ``timeout_s`` (the name lookup included, which
+    ``socket`` alone cannot time out, so it runs in a daemon thread)."""
+    opened: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout_s).close()
+            opened.append(True)
+        except OSError:
+            pass
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout_s + 0.5)
+    return bool(opened)
+
+
+def download_tfds(name: str, data_dir: str) -> None:
+    """Download and prepare ``name`` in ``array_record`` format into ``data_dir``, or leave ``data_dir`` as it was.
+
+    Fails within seconds without network (``network_reachable``). The download and preparation happen in a
+    temporary directory inside ``data_dir`` whose prepared data set moves into place only when complete; on
+    any failure the temporary directory is removed and ``DataUnavailableError`` says what failed.
+    """
+    import tensorflow_datasets as tfds
+
+    if not network_reachable():
+        host, port = DOWNLOAD_PROBE
+        raise DataUnavailableError(
+            f"--download needs network, and {host}:{port} cannot be reached; download '{name}' on a networked "
+            "machine and copy it here with --data-dir/TFDS_DATA_DIR"
+        )
+    os.makedirs(data_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}-download-", dir=data_dir)
+    try:
+        builder = tfds.builder(name, data_dir=staging, file_format="array_record")
+        builder.download_and_prepare(download_dir=os.path.join(staging, "downloads"))
+        prepared = os.path.join(staging, name)
+        for version in os.listdir(prepared):
+            target = os.path.join(data_dir, name, version)
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(os.path.join(prepared, version), target)
+    except Exception as err:  # noqa: BLE001 - any failure of a download or preparation leaves nothing behind
+        first_line = next(iter(str(err).splitlines()), "")
+        raise DataUnavailableError(
+            f"--download of '{name}' failed ({type(err).__name__}{': ' + first_line if first_line else ''}); "
+            f"nothing was written to {data_dir}"
+        ) from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _records_to_split(records: Iterable[dict]) -> Split:
     records = list(records)
     images = np.stack([np.asarray(r["image"]) for r in records])
@@ -78,9 +139,8 @@ def load_tfds(name: str, data_dir: str | None = None, download: bool = False) ->
     builder = tfds.builder(name, data_dir=data_dir)
     if builder.is_prepared() and builder.info.file_format.value == "tfrecord":
         return _load_tfrecord(builder)
-    if download:
-        builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
-        builder.download_and_prepare()
+    if download and not builder.is_prepared():
+        download_tfds(name, data_dir)
     try:
         sources = tfds.data_source(
             name, split=["train", "test"], data_dir=data_dir, download=False,

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import os
 import re
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from nnjax.errors import DataUnavailableError
+from nnjax.errors import DataUnavailableError, FileFormatError, WeightsError
 from nnjax.models.resnet import VARIANTS, resnet
 
 Variables = dict[str, Any]
@@ -38,24 +39,46 @@ _PRETRAINED_HINT = (
 
 
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
-    """The ``state_dict`` saved at ``path`` (``torch.save(model.state_dict(), path)``) as float32 numpy arrays.
+    """The ``state_dict`` saved at ``path`` as numpy arrays (floating ones as float32), by its torch names.
 
-    Imports torch only here; a checkpoint dict that nests the weights under 'state_dict' or 'model'
-    is unwrapped. ``DataUnavailableError`` if the file is missing or torch is not installed.
+    ``path`` is a ``torch.save(model.state_dict(), path)`` file (read with torch, imported only here; a
+    checkpoint dict that nests the weights under 'state_dict' or 'model' is unwrapped) or a numpy ``.npz``
+    of the same names and torch-layout arrays (``np.savez(path, **{k: v.numpy() for k, v in sd.items()})``),
+    read without torch. ``DataUnavailableError`` if the file is missing or reading it needs torch that is not
+    installed; ``FileFormatError`` if it is neither format.
     """
     if not os.path.isfile(path):
         raise DataUnavailableError(f"weights file {path} does not exist; {_PRETRAINED_HINT}")
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic not in (b"PK", b"\x80\x02"):  # torch.save: a zip archive (legacy: a pickle); np.savez: a zip archive
+        raise FileFormatError(f"weights file {path} is neither a PyTorch state_dict (torch.save) nor a numpy .npz archive")
+    if zipfile.is_zipfile(path) and _is_npz(path):
+        with np.load(path, allow_pickle=False) as arrays:
+            return {k: arrays[k].astype(np.float32) if arrays[k].dtype.kind == "f" else arrays[k] for k in arrays.files}
     try:
         import torch
     except ImportError as err:
-        raise DataUnavailableError(f"reading {path} needs PyTorch (pip install torch): {err}") from err
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+        raise DataUnavailableError(
+            f"reading {path} needs PyTorch (pip install torch), or save it as a numpy .npz of the state_dict"
+        ) from err
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged or foreign file
+        raise FileFormatError(f"weights file {path} cannot be read by torch.load ({type(err).__name__})") from err
     for key in ("state_dict", "model"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
     if not isinstance(loaded, Mapping):
-        raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state_dict; save model.state_dict()")
+        raise FileFormatError(f"{path} holds a {type(loaded).__name__}, not a state_dict; save model.state_dict()")
     return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in loaded.items()}
+
+
+def _is_npz(path: str) -> bool:
+    """Whether the zip archive ``path`` is a numpy ``.npz`` (every member a ``.npy``), not a ``torch.save`` file."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return bool(names) and all(name.endswith(".npy") for name in names)
 
 
 def torch_key_to_path(key: str, ndim: int) -> tuple[str, tuple[str, ...]] | None:
@@ -99,13 +122,31 @@ def resnet_params_from_torch(state_dict: Mapping[str, Any], variant: str) -> Var
     """torchvision ResNet ``state_dict`` (arrays by name) -> ``{'params', 'batch_stats'}`` for
     ``nnjax.models.resnet.resnet(variant, num_classes)``; ``num_classes`` is read off ``fc.weight``.
 
-    ValueError naming the first missing key, unexpected key or shape mismatch (with both shapes,
-    in torch's layout).
+    ``WeightsError`` naming the first missing key, unexpected key or shape mismatch (with both shapes,
+    in torch's layout) and, when the weights fit another variant, that variant.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    try:
+        return _resnet_variables(state_dict, variant)
+    except WeightsError as err:
+        fits = [other for other in VARIANTS if other != variant and _fits(state_dict, other)]
+        if fits:
+            raise WeightsError(f"{err}: these are {fits[0]} weights (pass --arch {fits[0]})") from None
+        raise
+
+
+def _fits(state_dict: Mapping[str, Any], variant: str) -> bool:
+    try:
+        _resnet_variables(state_dict, variant)
+    except WeightsError:
+        return False
+    return True
+
+
+def _resnet_variables(state_dict: Mapping[str, Any], variant: str) -> Variables:
     if "fc.weight" not in state_dict:
-        raise ValueError(f"state_dict lacks 'fc.weight', so it is not a torchvision {variant} state_dict")
+        raise WeightsError(f"state_dict lacks 'fc.weight', so it is not a torchvision {variant} state_dict")
     template = _template(variant, int(np.shape(state_dict["fc.weight"])[0]))
     flat: dict[str, dict[tuple[str, ...], np.ndarray]] = {col: {} for col in template}
     for key, value in state_dict.items():
@@ -115,19 +156,35 @@ def resnet_params_from_torch(state_dict: Mapping[str, Any], variant: str) -> Var
             continue
         collection, path = target
         if path not in template[collection]:
-            raise ValueError(f"state_dict has the key {key!r} (shape {array.shape}) that torchvision's {variant} lacks")
+            raise WeightsError(f"state_dict has the key {key!r} (shape {array.shape}) that torchvision's {variant} lacks")
         want = template[collection][path]
         got = _to_flax_layout(array)
         if got.shape != want:
-            raise ValueError(f"state_dict key {key!r} has shape {array.shape}; {variant} expects {_torch_shape(want)}")
+            raise WeightsError(f"state_dict key {key!r} has shape {array.shape}; {variant} expects {_torch_shape(want)}")
         flat[collection][path] = got.astype(np.float32)
     for collection, shapes in template.items():
         missing = sorted(set(shapes) - set(flat[collection]))
         if missing:
-            raise ValueError(
+            raise WeightsError(
                 f"state_dict lacks {len(missing)} {collection} entries of {variant}, first: {_torch_name(collection, missing[0])!r}"
             )
     return {col: traverse_util.unflatten_dict(tree) for col, tree in flat.items()}
+
+
+def resnet_params_to_torch(variables: Variables) -> dict[str, np.ndarray]:
+    """nnjax ``ResNet`` variables -> a torchvision ``state_dict`` of numpy arrays (torch names and layouts, every
+    BatchNorm's ``num_batches_tracked`` as 0): the inverse of ``resnet_params_from_torch``, for
+    ``torchvision_model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})`` or ``np.savez``."""
+    state_dict: dict[str, np.ndarray] = {}
+    for collection, tree in variables.items():
+        for path, value in traverse_util.flatten_dict(tree).items():
+            array = np.asarray(value, np.float32)
+            state_dict[_torch_name(collection, path)] = np.ascontiguousarray(
+                np.transpose(array, (3, 2, 0, 1)) if array.ndim == 4 else array.T if array.ndim == 2 else array
+            )
+            if collection == "batch_stats" and path[-1] == "mean":
+                state_dict[_torch_name(collection, path).rpartition(".")[0] + ".num_batches_tracked"] = np.array(0)
+    return state_dict
 
 
 def _torch_shape(flax_shape: tuple[int, ...]) -> tuple[int, ...]:

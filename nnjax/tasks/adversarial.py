@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from nnjax.config import ResumableConfig, check_positive
+from nnjax.config import ResumableConfig, check_positive, option
 from nnjax.errors import ConfigError
 from nnjax.train.runner import RunResult, Schedule, Task, run
 from nnjax.train.state import TrainState, create_train_state, model_variables
@@ -52,7 +52,7 @@ class AdversarialConfig(ResumableConfig):
     adam_b2: float = 0.9
     linear_decay: bool = False  # decay both learning rates linearly to 0 over the run (WGAN-GP's reference code)
     log_every_steps: int = 50
-    checkpoint_every_steps: int = 500  # 0: only at the end
+    checkpoint_every_steps: int = option(500, "0: only at the end", minimum=0)
     keep_checkpoints: int = 2
 
     def resumable_fields(self) -> set[str]:
@@ -62,9 +62,8 @@ class AdversarialConfig(ResumableConfig):
         return super().resumable_fields() | length | {"log_every_steps", "checkpoint_every_steps", "keep_checkpoints"}
 
     def validate(self) -> None:
-        check_positive(self, "steps", "batch_size", "latent_dim", "n_critic", "learning_rate", "log_every_steps",
-                       "keep_checkpoints")
-        for name in ("gp_weight", "critic_learning_rate", "checkpoint_every_steps"):
+        check_positive(self, "learning_rate")
+        for name in ("gp_weight", "critic_learning_rate"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (0 disables), got {getattr(self, name)}")
         for name in ("adam_b1", "adam_b2"):

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from nnjax import losses, metrics, plots
-from nnjax.config import TrainConfig, check_positive
+from nnjax.config import TrainConfig, option
 from nnjax.data import Dataset, num_examples, predict_batched
 from nnjax.data.timeseries import (
     SERIES,
@@ -64,7 +64,7 @@ class ForecastConfig(TrainConfig):
     """
 
     series: str = dataclasses.field(default="sine", metadata={"choices": SERIES})
-    epochs: int = 0
+    epochs: int = option(0, "0: the series' default", minimum=0)
     batch_size: int = 32
     learning_rate: float = 5e-3
     data: str = "series"
@@ -72,7 +72,7 @@ class ForecastConfig(TrainConfig):
     checkpoint_every_epochs: int = 0  # training takes seconds: only the final state is saved
     points: int = 1000
     noise: float = 0.1
-    window: int = 0
+    window: int = option(0, "input steps per forecast; 0: the series' default", minimum=0)
     difference: bool = False
 
     def resumable_fields(self) -> set[str]:
@@ -89,14 +89,10 @@ class ForecastConfig(TrainConfig):
         """``TrainConfig``'s checks on the resolved config, then the series flags."""
         if self.series not in SERIES:
             raise ConfigError(f"--series must be one of {', '.join(SERIES)}, got {self.series!r}")
-        for name in ("window", "epochs"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{name} must be >= 0 (0: the series' default), got {getattr(self, name)}")
         resolved = self.resolved()
         super(ForecastConfig, resolved).validate()
         if self.data != "series":
             raise ConfigError(f"--data is not used here (choose --series {{{','.join(SERIES)}}}), got {self.data!r}")
-        check_positive(self, "points")
         if self.noise < 0:
             raise ConfigError(f"--noise must be >= 0, got {self.noise}")
         if self.series == "sine":

@@ -11,7 +11,6 @@ of the prompt (``nnjax.models.generation.generate``) or the beam-search results
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import json
 import math
@@ -23,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnjax.config import TrainConfig, check_divisible, check_positive
+from nnjax.config import TrainConfig, check_divisible, option, parse_escapes
 from nnjax.data import Dataset
 from nnjax.data.chars import CharVocabulary
 from nnjax.errors import ConfigError, DataUnavailableError
@@ -40,7 +39,8 @@ class LMConfig(TrainConfig):
     """Flags of a character LM: ``TransformerLM`` sizes (nanoGPT's CPU configuration), AdamW, decoding."""
 
     optimizer: str = dataclasses.field(default="adamw", metadata={"choices": ("adamw",)})
-    warmup_steps: int = 100  # linear warm-up, then cosine decay to --learning-rate / 10
+    warmup_steps: int = option(100, "linear warm-up steps, then cosine decay to --learning-rate / 10; 0: none",
+                               minimum=0)
     weight_decay: float = 0.1  # AdamW's decoupled decay, on matrices only
     validation_fraction: float = 0.0  # the held-out text is the validation split
     block_size: int = 64  # context length in characters
@@ -50,14 +50,14 @@ class LMConfig(TrainConfig):
     dropout: float = 0.0
     remat: str = dataclasses.field(default="none", metadata={"choices": tuple(REMAT_POLICIES)})
     sample: bool = False  # generate from the trained run in --workdir instead of training
-    prompt: str = "\\n"  # backslash escapes such as \n are decoded
-    num_samples: int = 1  # continuations to sample (after training: 0 skips sampling)
+    prompt: str = option("\\n", "text the samples continue; the escapes \\n, \\t, \\r and \\\\ are decoded")
+    num_samples: int = option(1, "continuations to sample; 0 (after training): none", minimum=0)
     max_new_tokens: int = 500
     temperature: float = 0.8  # 0: greedy
-    top_k: int = 0  # > 0: sample from the k most likely characters only
+    top_k: int = option(0, "> 0: sample from the k most likely characters only; 0: from all", minimum=0)
     top_p: float = 1.0  # < 1: sample from the smallest set of characters holding this probability
     eos: str = ""  # a character that ends a sample ('' : none); beam search defaults to a newline
-    beam_size: int = 0  # > 0: beam search (with --sample) instead of sampling
+    beam_size: int = option(0, "> 0: beam search (with --sample) instead of sampling; 0: sample", minimum=0)
     length_alpha: float = 0.6  # beam search length normalisation ((5 + n) / 6) ** alpha
 
     def resumable_fields(self) -> set[str]:
@@ -68,15 +68,11 @@ class LMConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_positive(self, "block_size", "d_model", "num_heads", "num_layers", "max_new_tokens")
         check_divisible(self, "d_model", "num_heads")
-        for name in ("warmup_steps", "beam_size", "num_samples"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.temperature < 0 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0 or self.length_alpha < 0:
+        if self.temperature < 0 or not 0.0 < self.top_p <= 1.0 or self.length_alpha < 0:
             raise ConfigError(
-                "need --temperature >= 0, --top-k >= 0, 0 < --top-p <= 1 and --length-alpha >= 0, got "
-                f"{self.temperature}, {self.top_k}, {self.top_p}, {self.length_alpha}"
+                "need --temperature >= 0, 0 < --top-p <= 1 and --length-alpha >= 0, got "
+                f"{self.temperature}, {self.top_p}, {self.length_alpha}"
             )
         if len(self.eos_char()) > 1:
             raise ConfigError(f"--eos must be one character or empty, got {self.eos!r}")
@@ -88,13 +84,23 @@ class LMConfig(TrainConfig):
             raise ConfigError("--prompt must not be empty")
 
     def prompt_text(self) -> str:
-        """``--prompt`` with backslash escapes (``\\n``, ``\\t``) decoded."""
-        return codecs.decode(self.prompt, "unicode_escape")
+        """``--prompt`` with its backslash escapes decoded (``nnjax.config.parse_escapes``)."""
+        return parse_escapes(self.prompt, "prompt")
 
     def eos_char(self) -> str:
         """The end-of-sample character: ``--eos`` decoded, or a newline for beam search when not given."""
-        eos = codecs.decode(self.eos, "unicode_escape")
-        return eos or ("\n" if self.beam_size else "")
+        return parse_escapes(self.eos, "eos") or ("\n" if self.beam_size else "")
+
+    def check_vocabulary(self, vocab: CharVocabulary) -> None:
+        """``ConfigError`` naming the first character of ``--prompt`` or ``--eos`` that ``vocab`` lacks (the model
+        could only read it as 'unknown')."""
+        for flag, text in (("prompt", self.prompt_text()), ("eos", self.eos_char())):
+            missing = next((c for c in text if not vocab.contains(c)), None)
+            if missing is not None:
+                raise ConfigError(
+                    f"--{flag} has the character {missing!r} (U+{ord(missing):04X}) that the model's {len(vocab)}-character "
+                    "vocabulary lacks; use characters of its training text"
+                )
 
 
 def make_lm(vocab_size: int, sizes: LMConfig | Mapping[str, Any]) -> TransformerLM:
@@ -137,12 +143,11 @@ def sample_texts(config: LMConfig, model: TransformerLM, params: Any, vocab: Cha
     continuations of up to ``config.max_new_tokens`` characters (temperature, top-k, top-p, EOS).
     The prompt keeps its last ``block_size - 1`` characters.
     """
+    config.check_vocabulary(vocab)
     prompt_ids = vocab.encode(config.prompt_text())[-(model.block_size - 1) :]
     eos = config.eos_char()
     eos_id = vocab.id_of(eos) if eos else None
     if config.beam_size:
-        if eos_id is None:
-            raise ConfigError("beam search needs an --eos character that is in the vocabulary")
         room = min(config.max_new_tokens, model.block_size - len(prompt_ids))
         if room < 1:
             raise ConfigError(f"the prompt fills the {model.block_size}-character context; beam search needs room")

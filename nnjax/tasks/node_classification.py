@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nnjax.config import OPTIMIZERS, ResumableConfig, check_positive
+from nnjax.config import OPTIMIZERS, ResumableConfig, check_positive, option
 from nnjax.data.graphs import NodeClassification
 from nnjax.errors import ConfigError
 from nnjax.models.graph import Graph, add_self_loops
@@ -39,7 +39,7 @@ class NodeClassificationConfig(ResumableConfig):
     weight_decay: float = 5e-4  # coupled L2 (added to the gradient, as PyTorch's Adam weight_decay)
     optimizer: str = dataclasses.field(default="adam", metadata={"choices": OPTIMIZERS})
     log_every_epochs: int = 10
-    checkpoint_every_epochs: int = 0  # 0: only at the end
+    checkpoint_every_epochs: int = option(0, "0: only at the end", minimum=0)
     keep_checkpoints: int = 2
 
     def resumable_fields(self) -> set[str]:
@@ -47,10 +47,9 @@ class NodeClassificationConfig(ResumableConfig):
         return super().resumable_fields() | {"epochs", "log_every_epochs", "checkpoint_every_epochs", "keep_checkpoints"}
 
     def validate(self) -> None:
-        check_positive(self, "epochs", "learning_rate", "log_every_epochs", "keep_checkpoints")
-        for name in ("weight_decay", "checkpoint_every_epochs"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (0 disables), got {getattr(self, name)}")
+        check_positive(self, "learning_rate")
+        if self.weight_decay < 0:
+            raise ConfigError(f"--weight-decay must be >= 0 (0 disables), got {self.weight_decay}")
         super().validate()
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from nnjax import plots
-from nnjax.config import ResumableConfig, check_fraction, check_positive, parse_widths
+from nnjax.config import ResumableConfig, check_fraction, check_positive, option, parse_widths
 from nnjax.envs import cartpole
 from nnjax.errors import ConfigError
 from nnjax.models.actor_critic import ActorCritic
@@ -70,7 +70,7 @@ class PPOConfig(ResumableConfig):
     seeds: int = 1  # independent seeds trained at once (vmap), from --seed's key
     target_return: float = 475.0  # the summary reports the env steps at which each seed first reaches it
     log_every_updates: int = 1  # updates per jitted call: one metrics row each
-    checkpoint_every_updates: int = 50  # 0: only at the end
+    checkpoint_every_updates: int = option(50, "0: only at the end", minimum=0)
     keep_checkpoints: int = 2
 
     def resumable_fields(self) -> set[str]:
@@ -91,12 +91,7 @@ class PPOConfig(ResumableConfig):
         return self.total_timesteps // self.batch_size
 
     def validate(self) -> None:
-        check_positive(
-            self, "num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches",
-            "learning_rate", "max_grad_norm", "seeds", "target_return", "log_every_updates", "keep_checkpoints",
-        )
-        if self.checkpoint_every_updates < 0:
-            raise ConfigError(f"--checkpoint-every-updates must be >= 0 (0: only at the end), got {self.checkpoint_every_updates}")
+        check_positive(self, "learning_rate", "max_grad_norm", "target_return")
         check_fraction(self, "clip_eps")
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:

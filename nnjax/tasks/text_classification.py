@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from nnjax import metrics, plots
-from nnjax.config import TrainConfig, check_fraction, check_positive
+from nnjax.config import TrainConfig, check_fraction
 from nnjax.data import Dataset
 from nnjax.data.sentiment import CLASS_NAMES, SENTIMENT_DATA, load_sentiment
 from nnjax.data.text import Vocabulary
@@ -41,7 +41,6 @@ class SentimentConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_positive(self, "max_len")
         if self.vocab_size < 3:
             raise ConfigError(f"--vocab-size must be >= 3 (<pad>, <unk> and one word), got {self.vocab_size}")
         check_fraction(self, "dropout")
