@@ -179,6 +179,56 @@ def torch_gpt(size: Size):
     return GPT()
 
 
+def params_from_torch_gpt(module_or_state_dict, size: Size) -> dict:
+    """The weights of ``torch_gpt(size)`` (a module or its state dict) as ``nnjax_lm(size)`` params: the fused
+    q/k/v projection maps as ``torch.nn.MultiheadAttention``'s, [out, in] kernels transposed."""
+    from nnjax.models.torch_import import attention_params_from_torch, state_dict_arrays
+
+    sd = state_dict_arrays(module_or_state_dict)
+    dense = lambda name: {"kernel": sd[f"{name}.weight"].T, "bias": sd[f"{name}.bias"]}  # noqa: E731
+    layer_norm = lambda name: {"scale": sd[f"{name}.weight"], "bias": sd[f"{name}.bias"]}  # noqa: E731
+    params = {"token_embed": {"embedding": sd["token_embed.weight"]}, "position_embed": sd["position_embed"],
+              "ln_final": layer_norm("ln_final")}
+    for i in range(size.num_layers):
+        block = f"blocks.{i}"
+        qkv, out = f"{block}.attention.qkv", f"{block}.attention.out"
+        attention = {"in_proj_weight": sd[f"{qkv}.weight"], "in_proj_bias": sd[f"{qkv}.bias"],
+                     "out_proj.weight": sd[f"{out}.weight"], "out_proj.bias": sd[f"{out}.bias"]}
+        params[f"block_{i}"] = {
+            "ln_attention": layer_norm(f"{block}.ln_attention"),
+            "attention": attention_params_from_torch(attention, size.num_heads),
+            "ln_mlp": layer_norm(f"{block}.ln_mlp"),
+            "mlp_in": dense(f"{block}.mlp.0"),
+            "mlp_out": dense(f"{block}.mlp.2"),
+        }
+    return params
+
+
+def torch_gpt_state_dict(params: dict, size: Size) -> dict[str, np.ndarray]:
+    """``nnjax_lm(size)`` params as a ``torch_gpt(size)`` state dict of numpy arrays (the inverse of
+    ``params_from_torch_gpt``)."""
+    from nnjax.models.torch_import import attention_params_to_torch
+
+    def tensors(name: str, p: dict) -> dict[str, np.ndarray]:
+        """A Dense ({'kernel', 'bias'}) or LayerNorm ({'scale', 'bias'}) as torch's weight and bias."""
+        weight = np.asarray(p["kernel"], np.float32).T.copy() if "kernel" in p else np.asarray(p["scale"], np.float32)
+        return {f"{name}.weight": weight, f"{name}.bias": np.asarray(p["bias"], np.float32)}
+
+    state = {"token_embed.weight": np.asarray(params["token_embed"]["embedding"], np.float32),
+             "position_embed": np.asarray(params["position_embed"], np.float32)}
+    for i in range(size.num_layers):
+        block, prefix = params[f"block_{i}"], f"blocks.{i}"
+        attention = attention_params_to_torch(block["attention"])
+        state |= tensors(f"{prefix}.ln_attention", block["ln_attention"])
+        state |= {f"{prefix}.attention.qkv.weight": attention["in_proj_weight"],
+                  f"{prefix}.attention.qkv.bias": attention["in_proj_bias"],
+                  f"{prefix}.attention.out.weight": attention["out_proj.weight"],
+                  f"{prefix}.attention.out.bias": attention["out_proj.bias"]}
+        state |= tensors(f"{prefix}.ln_mlp", block["ln_mlp"])
+        state |= tensors(f"{prefix}.mlp.0", block["mlp_in"]) | tensors(f"{prefix}.mlp.2", block["mlp_out"])
+    return state | tensors("ln_final", params["ln_final"])
+
+
 def run_torch(size: Size, x: np.ndarray, y: np.ndarray, idx_NxCxB: np.ndarray, warmup_blocks: int) -> tuple[list[float], str]:
     """PyTorch eager loop (CUDA when available, else CPU), one step at a time, timed per block of C steps.
 

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.scipy.special import xlogy
 
 from nnjax import metrics
 
@@ -79,6 +80,12 @@ def half_mse(predictions_Mx: jax.Array, targets_Mx: jax.Array) -> jax.Array:
         raise ValueError("predictions must have a leading example axis (shape [m, ...]), got a scalar")
     m = predictions_Mx.shape[0]
     return jnp.sum(jnp.square(predictions_Mx - targets_Mx)) / (2 * m)
+
+
+def l1(predictions: jax.Array, targets: jax.Array, reduction: str = "mean") -> jax.Array:
+    """Absolute error ``|ŷ - y|`` of same-shaped arrays, reduced (torch's ``l1_loss``)."""
+    predictions, targets = _pair(predictions, targets, "predictions", "targets")
+    return _reduce(jnp.abs(predictions - targets), reduction)
 
 
 def huber(predictions: jax.Array, targets: jax.Array, delta: float = 1.0, reduction: str = "mean") -> jax.Array:
@@ -141,6 +148,15 @@ def categorical_cross_entropy_with_logits(
     """Per-example ``-Σ_k y_k log softmax(logits)_k`` via ``log_softmax`` (stable); equals ``optax.softmax_cross_entropy``."""
     logits_xK, targets_xK = _pair(logits_xK, targets_xK, "logits", "targets")
     return _reduce(-jnp.sum(targets_xK * jax.nn.log_softmax(logits_xK, axis=-1), axis=-1), reduction)
+
+
+def kl_divergence(log_probs_xK: jax.Array, target_probs_xK: jax.Array, reduction: str = "mean") -> jax.Array:
+    """Per-example ``KL(target || model) = Σ_k t_k (log t_k - log q_k)`` over the last axis from the model's
+    log-probabilities, with ``0 log 0 = 0``; the mean over examples is torch's ``kl_div(log_q, t,
+    reduction='batchmean')``."""
+    log_probs_xK, target_probs_xK = _pair(log_probs_xK, target_probs_xK, "log_probs", "target_probs")
+    values = jnp.sum(xlogy(target_probs_xK, target_probs_xK) - target_probs_xK * log_probs_xK, axis=-1)
+    return _reduce(values, reduction)
 
 
 # --- segmentation (seed 002·13) ---------------------------------------------------------------------

@@ -16,36 +16,6 @@ from benchmarks import char_lm, memory
 TINY_LM = char_lm.Size(vocab_size=11, block_size=8, d_model=16, num_heads=2, num_layers=2, batch_size=4)
 
 
-def _torch_gpt_with_nnjax_weights(size: char_lm.Size, params):
-    """The benchmark's PyTorch GPT holding the nnjax model's weights (fused q/k/v, [out, in] kernels)."""
-    import torch
-
-    d = size.d_model
-    t = lambda a: torch.from_numpy(np.array(a))  # noqa: E731
-    dense = lambda p: {"weight": t(p["kernel"].reshape(-1, p["kernel"].shape[-1]).T), "bias": t(p["bias"])}  # noqa: E731
-    layer_norm = lambda p: {"weight": t(p["scale"]), "bias": t(p["bias"])}  # noqa: E731
-    state = {"token_embed.weight": t(params["token_embed"]["embedding"]), "position_embed": t(params["position_embed"])}
-    for i in range(size.num_layers):
-        block = params[f"block_{i}"]
-        attention = block["attention"]
-        parts = {
-            "ln_attention": layer_norm(block["ln_attention"]),
-            "attention.qkv": {
-                "weight": t(np.concatenate([attention[n]["kernel"].reshape(d, d).T for n in ("query", "key", "value")])),
-                "bias": t(np.concatenate([attention[n]["bias"].reshape(d) for n in ("query", "key", "value")])),
-            },
-            "attention.out": {"weight": t(attention["out"]["kernel"].reshape(d, d).T), "bias": t(attention["out"]["bias"])},
-            "ln_mlp": layer_norm(block["ln_mlp"]),
-            "mlp.0": dense(block["mlp_in"]),
-            "mlp.2": dense(block["mlp_out"]),
-        }
-        state.update({f"blocks.{i}.{name}.{k}": v for name, tensors in parts.items() for k, v in tensors.items()})
-    state.update({f"ln_final.{k}": v for k, v in layer_norm(params["ln_final"]).items()})
-    model = char_lm.torch_gpt(size)
-    model.load_state_dict(state)
-    return model
-
-
 def test_torch_gpt_has_the_nnjax_parameter_count_at_the_nanogpt_size():
     pytest.importorskip("torch")
     assert char_lm.torch_param_count(char_lm.Size()) == char_lm.nnjax_param_count(char_lm.Size()) == 809_856
@@ -59,7 +29,9 @@ def test_torch_gpt_with_the_nnjax_weights_gives_the_same_logits():
     params = jax.jit(model.init)(jax.random.key(0), ids)["params"]
     expected = jax.jit(model.apply)({"params": params}, ids)
     with torch.no_grad():
-        logits = _torch_gpt_with_nnjax_weights(TINY_LM, params)(torch.from_numpy(ids).long()).numpy()
+        model_torch = char_lm.torch_gpt(TINY_LM)
+        model_torch.load_state_dict({k: torch.from_numpy(v) for k, v in char_lm.torch_gpt_state_dict(params, TINY_LM).items()})
+        logits = model_torch(torch.from_numpy(ids).long()).numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-5)
 
 

@@ -9,7 +9,7 @@ from nnjax.models.forecast import StockForecaster, TimeSeriesForecaster, TimeSer
 from nnjax.models.fpn import FPN, ResNetFPN, upsample_nearest
 from nnjax.models.gan import Discriminator, Generator, MLPCritic, MLPGenerator
 from nnjax.models.graph import GAT, EdgeConv, EdgeConvNet, GATLayer, Graph, add_self_loops, segment_softmax
-from nnjax.models.layers import Conv2D, im2col_conv, max_pool_2x2
+from nnjax.models.layers import BatchNorm, Conv2D, im2col_conv, max_pool_2x2
 from nnjax.models.mlp import MLP, BackpropMLP
 from nnjax.models.recurrent import LSTM, Bidirectional, LSTMForecaster, SimpleRNN
 from nnjax.models.resmlp import DropoutMLP, ResMLP, ScratchBatchNorm, ScratchDropout
@@ -24,6 +24,7 @@ __all__ = [
     "BackpropMLP",
     "BagOfWords",
     "BasicBlock",
+    "BatchNorm",
     "Bidirectional",
     "Bottleneck",
     "Conv2D",

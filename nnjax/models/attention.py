@@ -116,20 +116,24 @@ def multi_head_attention(
     mask: jax.Array | None = None,
     dropout_rate: float = 0.0,
     dropout_key: jax.Array | None = None,
-) -> jax.Array:
-    """Multi-head attention of queries ``x_q`` over ``x_kv`` (default: self-attention) -> [B, Q, D_out].
+    return_weights: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """Multi-head attention of queries ``x_q`` over ``x_kv`` (default: self-attention) -> [B, Q, D_out], and
+    with ``return_weights`` also the attention weights [B, H, Q, K] (before dropout; torch's
+    ``need_weights=True, average_attn_weights=False``).
 
     ``params`` has ``query``, ``key``, ``value`` ({'kernel': [D, H, Dh], 'bias': [H, Dh]}) and
     ``out`` ({'kernel': [H, Dh, D_out], 'bias': [D_out]}), the layout of
     ``flax.linen.MultiHeadDotProductAttention``; the number of heads is read from the kernels.
-    ``mask`` is boolean, broadcastable to [B, H, Q, K].
+    ``mask`` is boolean, broadcastable to [B, H, Q, K], True where a query may attend a key.
     """
     x_kv_BxKxD = x_q_BxQxD if x_kv_BxKxD is None else x_kv_BxKxD
     q = project_heads(params["query"], x_q_BxQxD)
     k = project_heads(params["key"], x_kv_BxKxD)
     v = project_heads(params["value"], x_kv_BxKxD)
-    out, _ = attend_heads(q, k, v, mask, dropout_rate, dropout_key)
-    return merge_heads(params["out"], out)
+    out, weights_BxHxQxK = attend_heads(q, k, v, mask, dropout_rate, dropout_key)
+    out = merge_heads(params["out"], out)
+    return (out, weights_BxHxQxK) if return_weights else out
 
 
 def _dense_params(
@@ -152,7 +156,8 @@ def _dense_params(
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with boolean masks; params laid out as ``flax.linen.MultiHeadDotProductAttention``.
 
-    ``__call__(x_q, x_kv=None, mask=None, train=False, decode=False)`` -> [B, Q, out_features or D].
+    ``__call__(x_q, x_kv=None, mask=None, train=False, decode=False, return_weights=False)`` ->
+    [B, Q, out_features or D], or (that, the attention weights [B, H, Q, K]) with ``return_weights``.
     With ``decode=True`` (self-attention only) the projected keys and values are written into a
     cache (``'cache'`` collection: ``cached_key``/``cached_value`` [B, T_max, H, Dh] and
     ``cache_index``) at the current index, and the queries attend causally to everything cached so
@@ -174,7 +179,8 @@ class MultiHeadAttention(nn.Module):
         mask: jax.Array | None = None,
         train: bool = False,
         decode: bool = False,
-    ) -> jax.Array:
+        return_weights: bool = False,
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
         d_q = x_q_BxQxD.shape[-1]
         d_kv = d_q if x_kv_BxKxD is None else x_kv_BxKxD.shape[-1]
         features = self.qkv_features or d_q
@@ -191,15 +197,18 @@ class MultiHeadAttention(nn.Module):
         )
         dropout_key = self.make_rng("dropout") if train and self.dropout_rate > 0.0 else None
         if not decode:
-            return multi_head_attention(params, x_q_BxQxD, x_kv_BxKxD, mask, self.dropout_rate, dropout_key)
+            return multi_head_attention(
+                params, x_q_BxQxD, x_kv_BxKxD, mask, self.dropout_rate, dropout_key, return_weights
+            )
         if x_kv_BxKxD is not None:
             raise ValueError("decode=True supports self-attention only (x_kv must be None)")
         q = project_heads(params["query"], x_q_BxQxD)
         k, v, cache_mask = self._update_cache(
             project_heads(params["key"], x_q_BxQxD), project_heads(params["value"], x_q_BxQxD)
         )
-        out, _ = attend_heads(q, k, v, combine_masks(cache_mask, mask), self.dropout_rate, dropout_key)
-        return merge_heads(params["out"], out)
+        out, weights_BxHxQxK = attend_heads(q, k, v, combine_masks(cache_mask, mask), self.dropout_rate, dropout_key)
+        out = merge_heads(params["out"], out)
+        return (out, weights_BxHxQxK) if return_weights else out
 
     def _update_cache(self, k_BxTxHxDh: jax.Array, v_BxTxHxDh: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Write T new keys/values at ``cache_index``; returns all cached keys, values and the causal mask."""

@@ -17,7 +17,7 @@ a dense [N, N] adjacency. Node i's neighbourhood N(i) is the set of senders of i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -80,7 +80,9 @@ class GATLayer(nn.Module):
     For head k: z_i = W_k h_i; e_ij = LeakyReLU_0.2(a_k^T [z_i || z_j]) for each edge j -> i;
     alpha_ij = softmax over j in N(i) of e_ij (``segment_softmax`` over the receivers), dropped out
     with ``attention_dropout`` in training; h_i' = sum_j alpha_ij z_j + b. Heads are concatenated
-    ([N, heads * features]) or averaged ([N, features]). a_k splits into a receiver half and a sender
+    ([N, heads * features]) or averaged ([N, features]); ``return_weights=True`` also returns alpha [E, heads]
+    (before dropout, in the graph's edge order). PyTorch Geometric's ``GATConv`` computes the same
+    (``nnjax.models.torch_import.gat_params_from_torch`` maps its weights). a_k splits into a receiver half and a sender
     half, so a^T [z_i || z_j] = a_dst . z_i + a_src . z_j is computed per node, then gathered per edge.
     """
 
@@ -91,7 +93,7 @@ class GATLayer(nn.Module):
     negative_slope: float = 0.2
 
     @nn.compact
-    def __call__(self, graph: Graph, train: bool = False) -> jax.Array:
+    def __call__(self, graph: Graph, train: bool = False, return_weights: bool = False) -> Any:
         n = graph.num_nodes
         z_NxHxC = nn.Dense(self.heads * self.features, use_bias=False, name="proj")(graph.nodes_NxF)
         z_NxHxC = z_NxHxC.reshape(n, self.heads, self.features)
@@ -102,11 +104,12 @@ class GATLayer(nn.Module):
         src_NxH = jnp.einsum("nhc,hc->nh", z_NxHxC, a_src_HxC)
         logits_ExH = nn.leaky_relu(dst_NxH[graph.receivers_E] + src_NxH[graph.senders_E], self.negative_slope)
         alpha_ExH = segment_softmax(logits_ExH, graph.receivers_E, n)
-        alpha_ExH = nn.Dropout(self.attention_dropout, deterministic=not train)(alpha_ExH)
-        messages_ExHxC = alpha_ExH[..., None] * z_NxHxC[graph.senders_E]
+        dropped_ExH = nn.Dropout(self.attention_dropout, deterministic=not train)(alpha_ExH)
+        messages_ExHxC = dropped_ExH[..., None] * z_NxHxC[graph.senders_E]
         out_NxHxC = jax.ops.segment_sum(messages_ExHxC, graph.receivers_E, n)
         out = out_NxHxC.reshape(n, -1) if self.concat else out_NxHxC.mean(axis=1)
-        return out + self.param("bias", nn.initializers.zeros, out.shape[-1:])
+        out = out + self.param("bias", nn.initializers.zeros, out.shape[-1:])
+        return (out, alpha_ExH) if return_weights else out
 
 
 class GAT(nn.Module):

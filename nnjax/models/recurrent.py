@@ -2,9 +2,14 @@
 
 Layers take ``(x_BxTxD, mask=None, train=False)``: ``mask`` [B, T] marks real steps (1) and right
 padding (0); dropout is active only with ``train=True`` and draws from the ``'dropout'`` rng stream.
+``LSTM`` and ``SimpleRNN`` also take an ``initial_state`` (zeros by default) and, with
+``return_state=True``, return their final state too, as ``torch.nn.LSTM``/``RNN`` do: an LSTM's state
+is ``(c, h)`` (flax's carry order; torch returns ``(h, c)``), a simple RNN's is ``h``, each [B, H].
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -24,12 +29,21 @@ class _Recurrent(nn.Module):
     kind = "lstm"
 
     @nn.compact
-    def __call__(self, x_BxTxD: jax.Array, mask: jax.Array | None = None, train: bool = False) -> jax.Array:
-        """[B, T, D] -> h at every step [B, T, H] (``return_sequences``) or the final h [B, H].
+    def __call__(
+        self,
+        x_BxTxD: jax.Array,
+        mask: jax.Array | None = None,
+        train: bool = False,
+        initial_state: Any = None,
+        return_state: bool = False,
+    ) -> Any:
+        """[B, T, D] -> h at every step [B, T, H] (``return_sequences``) or the final h [B, H]; with
+        ``return_state``, (that, the final state).
 
-        With a mask the final h is the one at each sequence's last real step. ``dropout`` drops
+        With a mask the final h (and state) is the one at each sequence's last real step. ``dropout`` drops
         input features and ``recurrent_dropout`` drops the hidden state entering the recurrent
         kernel, each with one mask per sequence reused at every time step (Gal & Ghahramani).
+        ``initial_state``: the LSTM's ``(c, h)`` or the RNN's ``h`` before the first step (default zeros).
         """
         for name in ("dropout", "recurrent_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
@@ -45,10 +59,9 @@ class _Recurrent(nn.Module):
             keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - rate, (x_BxTxD.shape[0], self.hidden))
             keep_BxH = keep.astype(x_BxTxD.dtype) / (1.0 - rate)
         run = rnn_cells.lstm if self.kind == "lstm" else rnn_cells.rnn
-        h_BxTxH, carry = run(params, x_BxTxD, mask, recurrent_keep_BxH=keep_BxH)
-        if self.return_sequences:
-            return h_BxTxH
-        return carry[1] if self.kind == "lstm" else carry
+        h_BxTxH, carry = run(params, x_BxTxD, mask, initial_state, recurrent_keep_BxH=keep_BxH)
+        out = h_BxTxH if self.return_sequences else carry[1] if self.kind == "lstm" else carry
+        return (out, carry) if return_state else out
 
 
 class LSTM(_Recurrent):

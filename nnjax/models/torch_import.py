@@ -1,4 +1,22 @@
-"""Pretrained weights: torchvision ResNet ``state_dict`` -> nnjax ``ResNet`` variables, and warm starts.
+"""PyTorch weights in nnjax, and back: one ``*_from_torch`` import (and, where the mapping is one to one, a
+``*_to_torch`` export) per layer family, torchvision ResNet ``state_dict`` files, and warm starts.
+
+Every import takes a torch module (its ``state_dict()`` is read) or a state dict of torch tensors or numpy
+arrays, by torch's names, optionally under a ``prefix`` (``'encoder.rnn.'``), and gives the nnjax module's
+``params`` (or ``{'params', 'batch_stats'}``); a missing or mis-shaped entry is a ``WeightsError`` naming it.
+Every export gives a state dict of numpy arrays by torch's names (``torch.from_numpy`` each for
+``load_state_dict``). The tests check each family against PyTorch's own outputs and gradients, stored in
+``tests/torch_reference`` (``python -m tests.torch_reference.generate`` rewrites them where torch is installed).
+
+| nnjax | torch | import / export |
+|---|---|---|
+| ``models.LSTM``, ``models.SimpleRNN`` | ``nn.LSTM``, ``nn.RNN`` (one layer, one direction) | ``recurrent_params_from_torch`` / ``recurrent_params_to_torch`` |
+| ``models.MultiHeadAttention`` | ``nn.MultiheadAttention`` | ``attention_params_from_torch`` / ``attention_params_to_torch`` |
+| ``models.Conv2D`` (``flax.linen.Conv``) | ``nn.Conv2d`` | ``conv_params_from_torch`` / ``conv_params_to_torch`` |
+| ``models.BatchNorm`` (``flax.linen.BatchNorm``) | ``nn.BatchNorm2d`` / ``1d`` | ``batchnorm_variables_from_torch`` / ``batchnorm_variables_to_torch`` |
+| ``models.GATLayer`` | PyTorch Geometric ``GATConv`` | ``gat_params_from_torch`` |
+| ``models.FPN`` | ``torchvision.ops.FeaturePyramidNetwork`` | ``fpn_params_from_torch`` |
+| ``models.resnet`` | ``torchvision.models.resnet*`` | ``resnet_params_from_torch`` / ``resnet_params_to_torch`` |
 
 torchvision's pretrained ResNets cannot be downloaded here; on a networked machine write one with
 
@@ -36,6 +54,173 @@ _PRETRAINED_HINT = (
     "write one on a machine with network access: python -c \"import torch, torchvision; "
     "torch.save(torchvision.models.resnet50(weights='IMAGENET1K_V2').state_dict(), 'resnet50.pth')\""
 )
+
+
+def state_dict_arrays(module_or_state_dict: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    """The entries of a torch module's ``state_dict()`` (or of a state dict of tensors or arrays) whose names
+    start with ``prefix``, as numpy arrays by their names without it."""
+    state_dict = module_or_state_dict.state_dict() if hasattr(module_or_state_dict, "state_dict") else module_or_state_dict
+    arrays = {}
+    for key, value in state_dict.items():
+        if key.startswith(prefix):
+            value = value.detach().cpu().numpy() if hasattr(value, "detach") else value
+            arrays[key[len(prefix):]] = np.asarray(value)
+    return arrays
+
+
+def _entry(arrays: Mapping[str, np.ndarray], name: str, family: str, ndim: int | None = None) -> np.ndarray:
+    """``arrays[name]`` as float32; ``WeightsError`` naming it (and what there is) if missing or of another rank."""
+    if name not in arrays:
+        raise WeightsError(f"{family} state_dict lacks {name!r}; it has {', '.join(sorted(arrays)) or 'nothing'}")
+    array = np.asarray(arrays[name], np.float32)
+    if ndim is not None and array.ndim != ndim:
+        raise WeightsError(f"{family} state_dict entry {name!r} has shape {array.shape}; expected {ndim} axes")
+    return array
+
+
+def recurrent_params_from_torch(module_or_state_dict: Any, prefix: str = "") -> Variables:
+    """``torch.nn.LSTM`` / ``torch.nn.RNN`` (tanh, one layer, one direction) -> ``{'cell': {'w_ih', 'w_hh', 'b'}}``,
+    the params of ``models.LSTM`` / ``models.SimpleRNN``.
+
+    torch stacks the LSTM gates (i, f, g, o), nnjax's order, so ``w_ih = weight_ih_l0.T`` ([D, G*H]) and
+    ``w_hh = weight_hh_l0.T``; torch's two biases act only through their sum, ``b = bias_ih_l0 + bias_hh_l0``
+    (zeros for ``bias=False``). torch's ``batch_first`` changes no weight.
+    """
+    arrays = state_dict_arrays(module_or_state_dict, prefix)
+    deeper = sorted(k for k in arrays if not k.endswith("_l0"))
+    if deeper:
+        raise WeightsError(f"only one-layer, one-direction LSTM/RNN weights map to one nnjax layer; found {deeper[0]!r}")
+    w_ih = _entry(arrays, "weight_ih_l0", "LSTM/RNN", 2)
+    w_hh = _entry(arrays, "weight_hh_l0", "LSTM/RNN", 2)
+    bias = sum((_entry(arrays, name, "LSTM/RNN", 1) for name in ("bias_ih_l0", "bias_hh_l0") if name in arrays),
+               np.zeros(w_ih.shape[0], np.float32))
+    return {"cell": {"w_ih": w_ih.T, "w_hh": w_hh.T, "b": bias}}
+
+
+def recurrent_params_to_torch(params: Variables) -> dict[str, np.ndarray]:
+    """``models.LSTM`` / ``SimpleRNN`` params -> a ``torch.nn.LSTM`` / ``RNN`` state dict (all of ``b`` in
+    ``bias_ih_l0``, ``bias_hh_l0`` zero: the same layer)."""
+    cell = params.get("params", params)["cell"]
+    b = np.asarray(cell["b"], np.float32)
+    return {"weight_ih_l0": np.asarray(cell["w_ih"], np.float32).T.copy(),
+            "weight_hh_l0": np.asarray(cell["w_hh"], np.float32).T.copy(),
+            "bias_ih_l0": b, "bias_hh_l0": np.zeros_like(b)}
+
+
+def attention_params_from_torch(module_or_state_dict: Any, num_heads: int, prefix: str = "") -> Variables:
+    """``torch.nn.MultiheadAttention`` -> params of ``models.MultiHeadAttention(num_heads)``.
+
+    torch's fused ``in_proj_weight`` [3E, E] (or ``q/k/v_proj_weight`` when ``kdim``/``vdim`` differ) splits into
+    the query, key and value kernels [D, H, Dh]; ``out_proj.weight`` [E, E] becomes the out kernel [H, Dh, E].
+    Both scale the scores by 1/sqrt(Dh). torch's masks say where *not* to attend (``key_padding_mask`` True at
+    padding, boolean ``attn_mask`` True where forbidden); nnjax's say where to attend: pass their negation.
+    """
+    arrays = state_dict_arrays(module_or_state_dict, prefix)
+    family = "MultiheadAttention"
+    if "in_proj_weight" in arrays:
+        weights = np.split(_entry(arrays, "in_proj_weight", family, 2), 3)
+    else:
+        weights = [_entry(arrays, f"{n}_proj_weight", family, 2) for n in "qkv"]
+    embed = weights[0].shape[0]
+    if embed % num_heads:
+        raise WeightsError(f"{family} width {embed} is not divisible by num_heads {num_heads}")
+    heads = (num_heads, embed // num_heads)
+    biases = np.split(_entry(arrays, "in_proj_bias", family, 1), 3) if "in_proj_bias" in arrays else [None] * 3
+    params: Variables = {}
+    for name, w, b in zip(("query", "key", "value"), weights, biases):
+        params[name] = {"kernel": w.T.reshape(w.shape[1], *heads)} | ({} if b is None else {"bias": b.reshape(heads)})
+    out_w = _entry(arrays, "out_proj.weight", family, 2)
+    params["out"] = {"kernel": out_w.T.reshape(*heads, out_w.shape[0])}
+    if "out_proj.bias" in arrays:
+        params["out"]["bias"] = _entry(arrays, "out_proj.bias", family, 1)
+    return params
+
+
+def attention_params_to_torch(params: Variables) -> dict[str, np.ndarray]:
+    """``models.MultiHeadAttention`` params (query/key/value widths equal) -> a ``torch.nn.MultiheadAttention``
+    state dict."""
+    params = params.get("params", params)
+    kernels = [np.asarray(params[n]["kernel"], np.float32) for n in ("query", "key", "value")]
+    state = {"in_proj_weight": np.concatenate([k.reshape(k.shape[0], -1).T for k in kernels])}
+    if "bias" in params["query"]:
+        state["in_proj_bias"] = np.concatenate([np.asarray(params[n]["bias"], np.float32).reshape(-1)
+                                                for n in ("query", "key", "value")])
+    out = np.asarray(params["out"]["kernel"], np.float32)
+    state["out_proj.weight"] = out.reshape(-1, out.shape[-1]).T.copy()
+    if "bias" in params["out"]:
+        state["out_proj.bias"] = np.asarray(params["out"]["bias"], np.float32)
+    return state
+
+
+def conv_params_from_torch(module_or_state_dict: Any, prefix: str = "") -> Variables:
+    """``torch.nn.Conv2d`` -> ``{'kernel': [Kh, Kw, C, F], 'bias': [F]}`` of ``models.Conv2D`` / ``flax.linen.Conv``
+    (OIHW -> HWIO). Give ``Conv2D`` torch's ``padding`` as is (an int, a pair, or 'SAME' for 'same')."""
+    arrays = state_dict_arrays(module_or_state_dict, prefix)
+    params = {"kernel": _entry(arrays, "weight", "Conv2d", 4).transpose(2, 3, 1, 0)}
+    if "bias" in arrays:
+        params["bias"] = _entry(arrays, "bias", "Conv2d", 1)
+    return params
+
+
+def conv_params_to_torch(params: Variables) -> dict[str, np.ndarray]:
+    """``models.Conv2D`` params -> a ``torch.nn.Conv2d`` state dict (HWIO -> OIHW)."""
+    params = params.get("params", params)
+    state = {"weight": np.asarray(params["kernel"], np.float32).transpose(3, 2, 0, 1).copy()}
+    if "bias" in params:
+        state["bias"] = np.asarray(params["bias"], np.float32)
+    return state
+
+
+def batchnorm_variables_from_torch(module_or_state_dict: Any, prefix: str = "") -> Variables:
+    """``torch.nn.BatchNorm2d`` (or 1d/3d) -> ``{'params': {'scale', 'bias'}, 'batch_stats': {'mean', 'var'}}`` of
+    ``models.BatchNorm`` / ``flax.linen.BatchNorm``. torch's ``momentum=0.1`` is nnjax's ``momentum=0.9``;
+    ``models.BatchNorm(unbiased_running_var=True)`` keeps updating the running variance as torch does."""
+    arrays = state_dict_arrays(module_or_state_dict, prefix)
+    family = "BatchNorm"
+    return {
+        "params": {"scale": _entry(arrays, "weight", family, 1), "bias": _entry(arrays, "bias", family, 1)},
+        "batch_stats": {"mean": _entry(arrays, "running_mean", family, 1), "var": _entry(arrays, "running_var", family, 1)},
+    }
+
+
+def batchnorm_variables_to_torch(variables: Variables) -> dict[str, np.ndarray]:
+    """``models.BatchNorm`` variables -> a ``torch.nn.BatchNorm2d`` state dict (``num_batches_tracked`` 0)."""
+    params, stats = variables["params"], variables["batch_stats"]
+    return {"weight": np.asarray(params["scale"], np.float32), "bias": np.asarray(params["bias"], np.float32),
+            "running_mean": np.asarray(stats["mean"], np.float32), "running_var": np.asarray(stats["var"], np.float32),
+            "num_batches_tracked": np.array(0)}
+
+
+def gat_params_from_torch(module_or_state_dict: Any, prefix: str = "") -> Variables:
+    """PyTorch Geometric ``GATConv`` (``lin.weight`` [heads*C, F] — ``lin_src.weight`` in older releases —,
+    ``att_src``/``att_dst`` [1, heads, C], ``bias``) -> params of ``models.GATLayer(C, heads, concat)``.
+
+    Both compute alpha_ij = softmax_j LeakyReLU(a_src . W x_j + a_dst . W x_i) over the edges j -> i and
+    sum alpha_ij W x_j per receiver; ``GATConv`` adds self loops itself (``add_self_loops=True``), nnjax takes
+    them in the graph (``models.graph.add_self_loops``, which appends them after the edges as PyG does).
+    """
+    arrays = state_dict_arrays(module_or_state_dict, prefix)
+    family = "GATConv"
+    lin = "lin.weight" if "lin.weight" in arrays else "lin_src.weight"
+    att_src, att_dst = (_entry(arrays, name, family, 3)[0] for name in ("att_src", "att_dst"))
+    params = {"proj": {"kernel": _entry(arrays, lin, family, 2).T}, "att_src": att_src, "att_dst": att_dst}
+    if "bias" in arrays:
+        params["bias"] = _entry(arrays, "bias", family, 1)
+    return params
+
+
+def fpn_params_from_torch(module_or_state_dict: Any, prefix: str = "") -> Variables:
+    """``torchvision.ops.FeaturePyramidNetwork`` (no extra block) -> params of ``models.FPN``: its lateral
+    ``inner_blocks.i.0`` and output ``layer_blocks.i.0`` convolutions as ``inner_i`` / ``layer_i``."""
+    arrays = state_dict_arrays(module_or_state_dict, prefix)
+    levels = sorted({int(k.split(".")[1]) for k in arrays if k.startswith("inner_blocks.")})
+    if not levels:
+        raise WeightsError("FeaturePyramidNetwork state_dict has no 'inner_blocks.*' entries")
+    return {
+        f"{kind}_{i}": conv_params_from_torch(arrays, f"{kind}_blocks.{i}.0.")
+        for kind in ("inner", "layer")
+        for i in levels
+    }
 
 
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -118,8 +303,8 @@ def _template(variant: str, num_classes: int) -> dict[str, dict[tuple[str, ...],
     return {col: {p: tuple(a.shape) for p, a in traverse_util.flatten_dict(tree).items()} for col, tree in shapes.items()}
 
 
-def resnet_params_from_torch(state_dict: Mapping[str, Any], variant: str) -> Variables:
-    """torchvision ResNet ``state_dict`` (arrays by name) -> ``{'params', 'batch_stats'}`` for
+def resnet_params_from_torch(module_or_state_dict: Any, variant: str) -> Variables:
+    """torchvision ResNet (a module, or its ``state_dict`` of tensors or arrays) -> ``{'params', 'batch_stats'}`` for
     ``nnjax.models.resnet.resnet(variant, num_classes)``; ``num_classes`` is read off ``fc.weight``.
 
     ``WeightsError`` naming the first missing key, unexpected key or shape mismatch (with both shapes,
@@ -127,6 +312,7 @@ def resnet_params_from_torch(state_dict: Mapping[str, Any], variant: str) -> Var
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    state_dict = state_dict_arrays(module_or_state_dict)
     try:
         return _resnet_variables(state_dict, variant)
     except WeightsError as err:
@@ -172,18 +358,22 @@ def _resnet_variables(state_dict: Mapping[str, Any], variant: str) -> Variables:
 
 
 def resnet_params_to_torch(variables: Variables) -> dict[str, np.ndarray]:
-    """nnjax ``ResNet`` variables -> a torchvision ``state_dict`` of numpy arrays (torch names and layouts, every
-    BatchNorm's ``num_batches_tracked`` as 0): the inverse of ``resnet_params_from_torch``, for
-    ``torchvision_model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})`` or ``np.savez``."""
+    """nnjax ``ResNet`` variables -> a torchvision ``state_dict`` of numpy arrays, in torch's key order, with every
+    BatchNorm's running statistics and ``num_batches_tracked`` (0) after its weight and bias: the inverse of
+    ``resnet_params_from_torch``, for ``model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``
+    or ``np.savez``."""
+    stats = traverse_util.flatten_dict(variables.get("batch_stats", {}))
     state_dict: dict[str, np.ndarray] = {}
-    for collection, tree in variables.items():
-        for path, value in traverse_util.flatten_dict(tree).items():
-            array = np.asarray(value, np.float32)
-            state_dict[_torch_name(collection, path)] = np.ascontiguousarray(
-                np.transpose(array, (3, 2, 0, 1)) if array.ndim == 4 else array.T if array.ndim == 2 else array
-            )
-            if collection == "batch_stats" and path[-1] == "mean":
-                state_dict[_torch_name(collection, path).rpartition(".")[0] + ".num_batches_tracked"] = np.array(0)
+    for path, value in traverse_util.flatten_dict(variables["params"]).items():
+        array = np.asarray(value, np.float32)
+        state_dict[_torch_name("params", path)] = np.ascontiguousarray(
+            np.transpose(array, (3, 2, 0, 1)) if array.ndim == 4 else array.T if array.ndim == 2 else array
+        )
+        module = path[:-1]
+        if path[-1] == "bias" and (*module, "mean") in stats:
+            for leaf in ("mean", "var"):
+                state_dict[_torch_name("batch_stats", (*module, leaf))] = np.asarray(stats[(*module, leaf)], np.float32)
+            state_dict[_torch_name("batch_stats", (*module, "mean")).rpartition(".")[0] + ".num_batches_tracked"] = np.array(0)
     return state_dict
 
 
