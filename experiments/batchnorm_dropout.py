@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from nnjax import cli, losses, plots
-from nnjax.config import TrainConfig, check_fraction, check_positive, prepare_workdir
+from nnjax.config import TrainConfig, check_fraction, check_positive, make_workdir, prepare_workdir
 from nnjax.data import load_dataset
 from nnjax.errors import ConfigError
 from nnjax.models import DropoutMLP
@@ -109,7 +109,7 @@ def seed_examples(config: Config) -> dict[str, float]:
 
 
 def main(config: Config) -> dict:
-    workdir = prepare_workdir(config, EXPERIMENT)
+    workdir = make_workdir(config, EXPERIMENT)  # config.json once every variant ran: one refused keeps it
     result = seed_examples(config)
     data = load_dataset(config.data, config.data_dir, config.download)
     histories = {}
@@ -127,6 +127,7 @@ def main(config: Config) -> dict:
         histories[name] = fitted.history
         result[f"test_accuracy_{name}"] = fitted.summary["test_accuracy"]
     plots.compare_curves(histories, "accuracy", os.path.join(workdir, "accuracy_curves.png"), title=f"MLP on {data.name}")
+    prepare_workdir(dataclasses.replace(config, workdir=workdir), EXPERIMENT)
     return {**result, "data": data.name, "epochs": config.epochs, "plots": ["accuracy_curves.png"], "workdir": workdir}
 
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax import cli, losses
-from nnjax.config import TrainConfig, check_positive, parse_widths, prepare_workdir
+from nnjax.config import TrainConfig, check_positive, make_workdir, parse_widths, prepare_workdir
 from nnjax.data import Dataset, load_dataset
 from nnjax.data.images import imagenet_normalize
 from nnjax.data.transforms import split_tasks
@@ -81,7 +81,7 @@ def _head_only(path: tuple[str, ...]) -> bool:
 
 
 def main(config: Config) -> dict:
-    workdir = prepare_workdir(config, "transfer_learning")
+    workdir = make_workdir(config, "transfer_learning")  # config.json once every phase ran: one refused keeps it
     data = load_dataset(config.data, config.data_dir, config.download)
     source, target = split_tasks(data, config.split_class, config.target_labels, config.seed)
     result = {"data": data.name, "target_labels": config.target_labels}
@@ -110,6 +110,7 @@ def main(config: Config) -> dict:
                    losses.classification, experiment="transfer_learning/transfer", tx=tx)
     scratch = fit(_phase(config, workdir, "scratch"), make(False), target, losses.classification,
                   experiment="transfer_learning/scratch")
+    prepare_workdir(dataclasses.replace(config, workdir=workdir), "transfer_learning")
     return result | {
         "transfer_test_accuracy": transfer.summary["test_accuracy"],
         "scratch_test_accuracy": scratch.summary["test_accuracy"],
