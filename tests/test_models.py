@@ -85,6 +85,7 @@ def test_conv2d_equals_flax_conv(size, kernel, stride, channels, padding, impl, 
     chex.assert_trees_all_close(value_and_grad(ours, params), value_and_grad(theirs, params), atol=1e-4)
 
 
-def test_conv2d_rejects_unknown_padding():
-    with pytest.raises(ValueError, match="padding must be SAME/VALID"):
-        Conv2D(4, padding="FULL").init(jax.random.PRNGKey(0), np.zeros((1, 5, 5, 1), np.float32))
+@pytest.mark.parametrize("padding", ["FULL", -1, (1, 2, 3), ((1, 2), (3,))])
+def test_conv2d_rejects_unknown_padding(padding):
+    with pytest.raises(ValueError, match="padding must be 'SAME', 'VALID', an int or pairs of ints"):
+        Conv2D(4, padding=padding).init(jax.random.PRNGKey(0), np.zeros((1, 5, 5, 1), np.float32))

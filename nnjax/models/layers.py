@@ -52,8 +52,8 @@ def conv_pads(padding: Padding, in_hw: Sequence[int], kernel_hw: Sequence[int], 
     elif len(padding) == 2 and all(isinstance(p, int) for p in padding):
         pads = ((padding[0], padding[0]), (padding[1], padding[1]))
     else:
-        pads = tuple(tuple(p) for p in padding)
-    if len(pads) != 2 or any(len(p) != 2 or min(p) < 0 for p in pads):
+        pads = tuple(tuple(p) if isinstance(p, Sequence) else (p,) for p in padding)
+    if len(pads) != 2 or any(len(p) != 2 or not all(isinstance(v, int) and v >= 0 for v in p) for p in pads):
         raise ValueError(f"padding must be 'SAME', 'VALID', an int or pairs of ints >= 0, got {padding!r}")
     return pads
 
