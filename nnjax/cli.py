@@ -3,7 +3,9 @@
 ``run(main, Config)`` parses flags into ``Config``, sets up logging, runs ``main(config)`` and
 prints its result dict as the final stdout line (one standard JSON object: NaN and infinities
 become ``null``). Known errors (``NnjaxError``)
-become one line on stderr and exit code 2.
+become one line on stderr and exit code 2. Several processes (``nnjax.distributed``: the settings come
+from the environment, as ``python -m nnjax.launch`` sets them) start JAX's distributed runtime first; only
+the main process logs below warnings and prints the final line.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from nnjax import distributed
 from nnjax.config import ConfigT, parse_config
 from nnjax.errors import NnjaxError
 
@@ -51,11 +54,16 @@ def run(
     """Parse, run, print the final JSON line; returns the process exit code."""
     setup_logging()
     try:
+        distributed.initialize_from_environment()
+        if not distributed.is_main_process():
+            logging.getLogger("nnjax").setLevel(logging.WARNING)
         config = parse_config(config_cls, argv, prog)
         result = main(config)
     except NnjaxError as err:
         sys.stderr.write(f"{prog or 'nnjax'}: error: {err}\n")
         return 2
+    if not distributed.is_main_process():
+        return 0
     sys.stdout.write(json.dumps(_finite_or_null(result), allow_nan=False) + "\n")
     sys.stdout.flush()
     return 0

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax.config import TrainConfig, check_divisible, option, parse_escapes
+from nnjax.distributed import is_main_process
 from nnjax.data import Dataset
 from nnjax.data.chars import CharVocabulary
 from nnjax.errors import ConfigError, DataUnavailableError
@@ -113,7 +114,10 @@ def make_lm(vocab_size: int, sizes: LMConfig | Mapping[str, Any]) -> Transformer
 
 
 def save_lm(workdir: str, params: Any, vocab: CharVocabulary) -> None:
-    """Write the trained ``params`` (``WEIGHTS_FILE``) and the ``vocab`` (``VOCAB_FILE``) into ``workdir``."""
+    """Write the trained ``params`` (``WEIGHTS_FILE``) and the ``vocab`` (``VOCAB_FILE``) into ``workdir`` (the main
+    process only: every process of a multi-process run holds the same params)."""
+    if not is_main_process():
+        return
     save_params(os.path.join(workdir, WEIGHTS_FILE), params)
     vocab.to_json(os.path.join(workdir, VOCAB_FILE))
 
@@ -166,6 +170,8 @@ def sample_texts(config: LMConfig, model: TransformerLM, params: Any, vocab: Cha
 def write_samples(config: LMConfig, model: TransformerLM, params: Any, vocab: CharVocabulary, path: str) -> list[str]:
     """``config.num_samples`` sampled continuations of the prompt (never beam search), also written to ``path``."""
     samples = sample_texts(dataclasses.replace(config, beam_size=0), model, params, vocab, jax.random.PRNGKey(config.seed))
+    if not is_main_process():
+        return samples
     with open(path, "w", encoding="utf-8") as f:
         f.write(f"# temperature {config.temperature}, top-k {config.top_k}, top-p {config.top_p}\n")
         f.write("\n---\n".join(samples) + "\n")

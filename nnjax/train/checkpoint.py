@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from nnjax.distributed import barrier, is_main_process
 from nnjax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,9 @@ class Checkpointer:
         suffix = 1
         while os.path.exists(target):
             target, suffix = os.path.join(self.damaged_directory, f"{step}.{suffix}"), suffix + 1
-        shutil.move(os.path.join(self.directory, str(step)), target)
+        if is_main_process():  # every process found the damage; one moves it
+            shutil.move(os.path.join(self.directory, str(step)), target)
+        barrier(f"nnjax-checkpoint-{step}-set-aside")
         self._manager.reload()
         log.warning("checkpoint step %d is damaged (%s); moved it to %s; trying the next older checkpoint, if any", step, why, target)
 

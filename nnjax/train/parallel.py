@@ -8,6 +8,11 @@ Three modes share the same pure steps (``nnjax.train.steps``):
 - ``pmap``: the classic ``jax.pmap`` step with ``lax.pmean`` over axis ``'batch'``; the state is
   replicated with ``flax.jax_utils.replicate`` and batches are reshaped to [devices, B/devices, ...].
 
+Both data-parallel modes span the devices of every process of a multi-process run (``nnjax.distributed``):
+every process holds the same host state and data and places them with ``place_*``, which under ``jit``
+builds global arrays of which each process materialises only its own devices' shards, and under ``pmap``
+hands each process's devices their rows of the global batch.
+
 Each step is compiled ahead of time once per input shape, so compile time is measured, not guessed.
 ``grad_accum_steps`` and ``precision`` are passed to the pure steps unchanged in every mode; under
 pmap each device splits its own [B/devices] share into the micro-batches.
@@ -70,7 +75,7 @@ class Parallel:
                     f"use a multiple of {self.num_devices}"
                 )
         _check_micro_batches(mode, batch_size, self.num_devices, grad_accum_steps)
-        self.compiled = Compiled()
+        self.compiled = Compiled(ahead_of_time=not (mode == "pmap" and jax.process_count() > 1))
         step = make_train_step(objective, "batch" if mode == "pmap" else None, augment, grad_accum_steps, precision)
         eval_step = make_eval_step(objective, "batch" if mode == "pmap" else None, precision)
         if mode == "none":
@@ -110,9 +115,10 @@ class Parallel:
             donate_argnums=0,
         )
         self._eval_step = jax.jit(eval_step, in_shardings=(replicated, sharded), out_shardings=replicated)
-        self.place_state = lambda state: jax.device_put(state, replicated)
-        self.place_batch = lambda batch: jax.device_put(batch, sharded)
-        self.place_data = lambda data: jax.device_put(data, replicated)
+        put = global_put if jax.process_count() > 1 else jax.device_put
+        self.place_state = lambda state: put(state, replicated)
+        self.place_batch = lambda batch: put(batch, sharded)
+        self.place_data = lambda data: put(data, replicated)
         self.host_state = jax.device_get
         self._host_metrics = lambda m: m
 
@@ -120,9 +126,12 @@ class Parallel:
         self._train_step = jax.pmap(step, axis_name="batch", donate_argnums=0)
         self._train_chunk = None
         self._eval_step = jax.pmap(eval_step, axis_name="batch")
-        devices = self.num_devices
+        devices, local = self.num_devices, jax.local_device_count()
+        first = jax.process_index() * local  # this process's devices are rows first.. of the [devices, ...] batch
         self.place_state = jax_utils.replicate
-        self.place_batch = lambda batch: {k: v.reshape(devices, -1, *v.shape[1:]) for k, v in batch.items()}
+        self.place_batch = lambda batch: {
+            k: v.reshape(devices, -1, *v.shape[1:])[first : first + local] for k, v in batch.items()
+        }
         self.host_state = lambda state: jax.device_get(jax_utils.unreplicate(state))
         self._host_metrics = lambda m: jax.tree.map(lambda x: x[0], m)
 
@@ -155,6 +164,16 @@ class Parallel:
         if fn is None:
             raise ValueError(f"--parallel {self.mode} has no {name}")
         return fn.lower(*args)
+
+
+def global_put(tree: Any, sharding: NamedSharding) -> Any:
+    """Host arrays, the same in every process, as global ``jax.Array``s of ``sharding``: each process materialises
+    only the shards of its own devices (``jax.device_put`` would compare the values across processes first)."""
+    def put(x: Any) -> jax.Array:
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)
 
 
 def _check_micro_batches(mode: str, batch_size: int, num_devices: int, grad_accum_steps: int) -> None:

@@ -7,6 +7,10 @@ drops it when the process ends, so a killed run never blocks its resume), and co
 ``config.resumable_fields()`` names, plus the experiment and the data it resolved to. A mismatch is
 refused with one line naming each differing field; ``--restart`` discards the earlier run instead.
 ``config.json`` is rewritten only for the same run (with the resumable fields as now given).
+
+With several processes (``nnjax.distributed``) they share the directory, which ``--workdir`` must then
+name: every process checks the identity itself (so all refuse alike), the main process alone takes the
+lock, discards a run for ``--restart`` and writes ``config.json``, and the others wait for it.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+import jax
+
 from nnjax.config import ResumableConfig, flag_name, make_workdir, run_record
-from nnjax.errors import WorkdirError
+from nnjax.distributed import barrier, is_main_process
+from nnjax.errors import ConfigError, WorkdirError
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +54,25 @@ def differences(saved: dict[str, Any], record: dict[str, Any], may_change: set[s
 @contextlib.contextmanager
 def open_run_directory(config: ResumableConfig, experiment: str, **extra: Any) -> Iterator[str]:
     """The locked, checked run directory of ``config`` for the duration of the ``with`` block (see the module doc)."""
+    if jax.process_count() > 1 and not config.workdir:
+        raise ConfigError(f"--workdir is needed with {jax.process_count()} processes: they share one run directory")
     workdir = make_workdir(config, experiment)
-    with _locked(workdir):
-        if config.restart:
-            _discard_run(workdir)
+    main = is_main_process()
+    with _locked(workdir) if main else contextlib.nullcontext():
         record = run_record(config, experiment, **extra)
-        flags = {field.name for field in dataclasses.fields(config)}
-        _check_same_run(workdir, record, config.resumable_fields(), flags)
-        with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-            json.dump(record, f, indent=2)
+        if config.restart:
+            if main:
+                _discard_run(workdir)
+        else:
+            flags = {field.name for field in dataclasses.fields(config)}
+            _check_same_run(workdir, record, config.resumable_fields(), flags)
+        barrier("nnjax-run-directory-checked")
+        if main:
+            temporary = os.path.join(workdir, f".{CONFIG_FILE}.{os.getpid()}")
+            with open(temporary, "w") as f:
+                json.dump(record, f, indent=2)
+            os.replace(temporary, os.path.join(workdir, CONFIG_FILE))  # whole, even for a reader in between
+        barrier("nnjax-run-directory-ready")
         yield workdir
 
 

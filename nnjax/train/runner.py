@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from nnjax import plots
 from nnjax.config import ResumableConfig
+from nnjax.distributed import is_main_process
 from nnjax.errors import TrainingDivergedError, WorkdirError
 from nnjax.train.checkpoint import Checkpointer
 from nnjax.train.compiled import Compiled
@@ -197,7 +198,8 @@ def _resume_and_train(task: Task, schedule: Schedule, workdir: str, checkpoints:
         if final:
             writer.write({"kind": "test", "step": schedule.total_steps, **final})
         host_state = task.fetch(state)
-        plots.learning_curves(writer.rows, os.path.join(workdir, task.curves_file), title=title)
+        if is_main_process():
+            plots.learning_curves(writer.rows, os.path.join(workdir, task.curves_file), title=title)
         summary = {
             **task.finish(host_state, writer.rows, workdir),
             **{k: round(v, 4) for k, v in final.items()},
@@ -235,7 +237,7 @@ def _loop(
     without compilation, steps run)."""
     seconds, steps_run = 0.0, 0
     bar = tqdm(total=schedule.total_steps, initial=min(start, schedule.total_steps), unit=schedule.unit,
-               dynamic_ncols=True, mininterval=0.5)
+               dynamic_ncols=True, mininterval=0.5, disable=not is_main_process())
     for a, b in schedule.chunks(start):
         compile_before = task.compiled.seconds
         tick = time.perf_counter()

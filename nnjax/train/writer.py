@@ -7,6 +7,8 @@ import numbers
 import os
 from typing import Any
 
+from nnjax.distributed import barrier, is_main_process
+
 
 class MetricWriter:
     """Appends rows like ``{'kind': 'epoch', 'step': 250, 'epoch': 2, 'val_loss': 0.1}``.
@@ -15,12 +17,14 @@ class MetricWriter:
     after its last checkpoint are dropped, so a resumed log reads as one uninterrupted run);
     ``None`` starts a fresh log. Lines that are not a row (a truncated last line) are skipped and
     counted in ``unreadable_lines``. Numeric fields are mirrored to TensorBoard as ``<kind>/<field>``.
+    Only the main process writes (``nnjax.distributed``); the others keep the same rows in memory.
     """
 
     def __init__(self, workdir: str, resume_step: int | None = None):
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.rows: list[dict[str, Any]] = []
         self.unreadable_lines = 0
+        self._writes = is_main_process()
         if resume_step is not None and os.path.exists(self.path):
             with open(self.path) as f:
                 for line in f:
@@ -29,15 +33,20 @@ class MetricWriter:
                         self.unreadable_lines += 1
                     elif row["step"] <= resume_step:
                         self.rows.append(row)
-        with open(self.path, "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in self.rows)
-        from tensorboardX import SummaryWriter
+        barrier("nnjax-metrics-read")  # every process has read the old rows before the main one rewrites them
+        self._tensorboard = None
+        if self._writes:
+            with open(self.path, "w") as f:
+                f.writelines(json.dumps(row) + "\n" for row in self.rows)
+            from tensorboardX import SummaryWriter
 
-        self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row (values must be JSON-serialisable Python scalars)."""
         self.rows.append(row)
+        if not self._writes:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
         for key, value in row.items():
@@ -45,7 +54,8 @@ class MetricWriter:
                 self._tensorboard.add_scalar(f"{row['kind']}/{key}", value, row["step"])
 
     def close(self) -> None:
-        self._tensorboard.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
 
 
 def _parse(line: str) -> dict[str, Any] | None:

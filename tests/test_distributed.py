@@ -1,0 +1,197 @@
+"""Several processes, one run (``nnjax.distributed``, ``python -m nnjax.launch``), on 127.0.0.1 only.
+
+One launch of 2 processes x 4 CPU devices trains every case in ``CASES`` (mnist_cnn and the char LM, under
+``--parallel jit`` and ``pmap``), so the processes start and connect once; each case must give the same
+per-step losses, test metrics and final parameters (1e-5) as this process with its 8 devices and with one.
+"""
+
+import json
+import os
+import sys
+import time
+
+import chex
+import numpy as np
+import pytest
+from conftest import run_experiment
+
+from nnjax import distributed
+from nnjax.errors import ConfigError
+from nnjax.launch import launch
+
+DIGITS = ("--data", "digits", "--batch-size", "64", "--eval-batch-size", "200", "--steps", "6",
+          "--log-every-steps", "1", "--checkpoint-every-steps", "3")
+LM = ("--block-size", "8", "--d-model", "16", "--num-heads", "2", "--num-layers", "1", "--batch-size", "8",
+      "--eval-batch-size", "64", "--steps", "4", "--log-every-steps", "1", "--num-samples", "0")
+CASES = {  # name: (experiment, its flags)
+    "mnist_jit": ("experiments.mnist_cnn", (*DIGITS, "--parallel", "jit")),
+    "mnist_pmap": ("experiments.mnist_cnn", (*DIGITS, "--parallel", "pmap")),
+    "lm_jit": ("experiments.char_lm", (*LM, "--parallel", "jit")),
+    "lm_pmap": ("experiments.char_lm", (*LM, "--parallel", "pmap")),
+}
+PROGRAM = """
+import importlib, json, sys
+from nnjax import cli
+root, cases = sys.argv[1], json.loads(sys.argv[2])
+for name, (module, flags) in cases.items():
+    experiment = importlib.import_module(module)
+    code = cli.run(experiment.main, experiment.Config, [*flags, "--workdir", f"{root}/{name}"], prog=name)
+    if code:
+        sys.exit(code)
+"""
+
+
+def _case_flags(name: str, text_file: str) -> list[str]:
+    module, flags = CASES[name]
+    return [*flags, "--text-file", text_file] if module == "experiments.char_lm" else list(flags)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("text") / "play.txt"
+    path.write_text("KING.\nthe crown and the sword\nQUEEN.\nthe heart and the night\n" * 40, encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory, text_file):
+    """The run directories of every case trained by 2 processes x 4 CPU devices, in one launch."""
+    root = tmp_path_factory.mktemp("two_processes")
+    cases = {name: (CASES[name][0], _case_flags(name, text_file)) for name in CASES}
+    start = time.perf_counter()
+    code = launch([sys.executable, "-c", PROGRAM, str(root), json.dumps(cases)], processes=2, cpu_devices=4,
+                  timeout=240)
+    assert code == 0, "the 2-process launch failed (its output is above)"
+    return root, time.perf_counter() - start
+
+
+def _rows(workdir) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _final_params(workdir):
+    import orbax.checkpoint as ocp
+
+    checkpoints = os.path.join(workdir, "checkpoints")
+    step = max(int(d) for d in os.listdir(checkpoints) if d.isdigit())
+    return step, ocp.StandardCheckpointer().restore(os.path.join(checkpoints, str(step), "state"))["params"]
+
+
+def _without_key_bias(params):
+    """The params without attention key biases: their exact gradient is 0 (a key bias adds the same q . b to every
+    score of a query, which the softmax ignores), so Adam turns float rounding (~1e-10, in any summation order)
+    into steps of the learning rate's size and those leaves hold noise that no two device counts share."""
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({k: v for k, v in flat.items() if k[-2:] != ("key", "bias")})
+
+
+def _losses(rows) -> list[tuple]:
+    return [(row["kind"], row["step"], row.get("train_loss", row.get("test_loss", row.get("val_loss"))))
+            for row in rows]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """``run(module, flags) -> workdir``: the run in this process (8 devices), each distinct run once."""
+    done_runs = {}
+
+    def run(module: str, flags: list[str]) -> str:
+        key = (module, *flags)
+        if key not in done_runs:
+            workdir = str(tmp_path_factory.mktemp("one_process"))
+            done = run_experiment(module, *flags, "--workdir", workdir)
+            assert done.returncode == 0, done.stderr
+            done_runs[key] = workdir
+        return done_runs[key]
+
+    return run
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_two_processes_train_exactly_as_one_process_with_eight_devices_and_with_one(name, two_processes, text_file,
+                                                                                     one_process, eight_devices):
+    root, _ = two_processes
+    module, _ = CASES[name]
+    flags = _case_flags(name, text_file)
+    at = flags.index("--parallel")
+    references = {mode: one_process(module, [*flags[:at], "--parallel", mode, *flags[at + 2:]])
+                  for mode in (flags[at + 1], "none")}
+    ours = _rows(root / name)
+    for mode, workdir in references.items():
+        theirs = _rows(workdir)
+        assert [r[:2] for r in _losses(ours)] == [r[:2] for r in _losses(theirs)]
+        np.testing.assert_allclose([r[2] for r in _losses(ours)], [r[2] for r in _losses(theirs)], atol=1e-5,
+                                   err_msg=f"{name} vs one process, --parallel {mode}")
+        (step, params), (their_step, their_params) = _final_params(root / name), _final_params(workdir)
+        assert step == their_step
+        chex.assert_trees_all_close(_without_key_bias(params), _without_key_bias(their_params), atol=1e-5)
+
+
+def test_only_the_main_process_writes_the_run_files(two_processes):
+    root, _ = two_processes
+    workdir = root / "mnist_jit"
+    rows = _rows(workdir)
+    assert [row["step"] for row in rows if row["kind"] == "train"] == [1, 2, 3, 4, 5, 6], "one row per step, not two"
+    assert {p.name for p in workdir.iterdir()} >= {"config.json", "metrics.jsonl", "learning_curves.png", "checkpoints"}
+    assert json.loads((workdir / "config.json").read_text())["parallel"] == "jit"
+
+
+@pytest.mark.parametrize(
+    "environ, expected",
+    [
+        ({}, None),
+        ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"},
+         distributed.Settings("10.0.0.1:1234", 4, 3)),
+        ({"SLURM_NTASKS": "8"}, distributed.Settings(None, None, None)),
+        ({"SLURM_NTASKS": "1"}, None),
+        ({"TPU_WORKER_HOSTNAMES": "t0,t1,t2,t3"}, distributed.Settings(None, None, None)),
+        ({"TPU_WORKER_HOSTNAMES": "localhost"}, None),
+    ],
+)
+def test_settings_come_from_the_standard_environment(environ, expected):
+    assert distributed.settings_from_environment(environ) == expected
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, "need JAX_NUM_PROCESSES, JAX_PROCESS_ID as well"),
+        ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}, r"must be in \[0, "),
+        ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"}, "must be integers"),
+    ],
+)
+def test_incomplete_settings_are_one_line(environ, message):
+    with pytest.raises(ConfigError, match=message):
+        distributed.settings_from_environment(environ)
+
+
+FAIL_IN_PROCESS_1 = """
+import os, sys, time
+print("ready", flush=True)
+if os.environ["JAX_PROCESS_ID"] == "1":
+    time.sleep(0.5)
+    sys.exit("process 1: something went wrong")
+time.sleep(120)  # would hang without the launcher
+"""
+
+
+def test_a_failing_process_stops_the_others_at_once_with_its_message(capsys):
+    start = time.perf_counter()
+    code = launch([sys.executable, "-c", FAIL_IN_PROCESS_1], processes=2, grace=2)
+    elapsed = time.perf_counter() - start
+    captured = capsys.readouterr()
+    assert code == 1 and elapsed < 15, (code, elapsed)
+    assert "[0] ready" in captured.out and "[1] ready" in captured.out
+    assert captured.err.strip().splitlines()[-1] == (
+        "nnjax.launch: process 1 exited with code 1: process 1: something went wrong; the other processes were stopped"
+    )
+
+
+def test_the_launcher_bounds_the_whole_run(capsys):
+    start = time.perf_counter()
+    code = launch([sys.executable, "-c", "import time; time.sleep(60)"], processes=2, timeout=1.5, grace=1)
+    assert code == 124 and time.perf_counter() - start < 10
+    assert "took longer than --timeout 1.5 s" in capsys.readouterr().err
