@@ -28,14 +28,12 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
 PRECISIONS = ("float32", "bfloat16")
 
 
-def option(default: Any, help: str = "", *, minimum: int | None = None, choices: Sequence[str] | None = None) -> Any:
-    """A config field with its flag's ``help`` text, the least value an int field accepts (``minimum``; every int
-    field accepts only >= 1 unless it says otherwise) and the values a string field accepts (``choices``)."""
+def option(default: Any, help: str = "", *, minimum: int | None = None) -> Any:
+    """A config field with its flag's ``help`` text and the least value an int field accepts (``minimum``; every
+    int field accepts only >= 1 unless it says otherwise)."""
     metadata: dict[str, Any] = {"help": help}
     if minimum is not None:
         metadata["minimum"] = minimum
-    if choices is not None:
-        metadata["choices"] = tuple(choices)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -54,8 +52,8 @@ class RunConfig:
     """Fields every experiment accepts: the root PRNG seed and the run directory.
 
     Every field is checked when a config is made (``ConfigError`` naming its flag): an int field must be >= its
-    ``minimum`` (1 unless ``option`` says otherwise), a field with ``choices`` must be one of them. ``validate``
-    adds the checks that relate several fields.
+    ``minimum`` (1 unless ``option`` says otherwise), a field with ``choices`` metadata must be one of them.
+    ``validate`` adds the checks that relate several fields.
     """
 
     seed: int = option(0, "root PRNG seed", minimum=0)
