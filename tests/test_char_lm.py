@@ -119,19 +119,3 @@ def test_learns_below_unigram_and_bigram_then_samples_and_beam_searches(text_fil
 def test_config_errors(argv, message, capsys):
     assert cli.run(char_lm.main, char_lm.Config, argv) == 2
     assert message in capsys.readouterr().err
-
-
-def test_data_parallel_modes_give_the_same_losses(text_file, tmp_path, capsys, eight_devices):
-    """The LM trains under --parallel jit and pmap on 8 fake devices with the single-device losses."""
-    losses = {}
-    for mode in ("none", "jit", "pmap"):
-        workdir = str(tmp_path / mode)
-        argv = ["--text-file", text_file, "--steps", "4", "--workdir", workdir, "--parallel", mode,
-                "--num-samples", "0", "--no-scan-epoch", *TINY]
-        assert cli.run(char_lm.main, char_lm.Config, argv) == 0
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            rows = [json.loads(line) for line in f]
-        losses[mode] = [row["train_loss"] for row in rows if row["kind"] == "train"] + [json.loads(
-            capsys.readouterr().out.strip().splitlines()[-1])["val_loss"]]
-    np.testing.assert_allclose(losses["jit"], losses["none"], rtol=1e-5)
-    np.testing.assert_allclose(losses["pmap"], losses["none"], rtol=1e-5)

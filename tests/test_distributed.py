@@ -2,7 +2,8 @@
 
 One launch of 2 processes x 4 CPU devices trains every case in ``CASES`` (mnist_cnn and the char LM, under
 ``--parallel jit`` and ``pmap``), so the processes start and connect once; each case must give the same
-per-step losses, test metrics and final parameters (1e-5) as this process with its 8 devices and with one.
+per-step losses, test metrics and final parameters (1e-5) as this process with its 8 devices and with one
+(which also checks one process's jit and pmap against one device, for both experiments).
 """
 
 import json
