@@ -113,11 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cpu-devices", type=int, default=None, help="CPU devices per process (default: JAX's)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds before every process is stopped")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL (default 10)")
-    parser.add_argument("-m", dest="module", required=True, help="the module to run, as python -m MODULE")
-    args, rest = parser.parse_known_args(argv)
+    parser.add_argument("-m", dest="module", required=True, help="the module to run, as python -m MODULE; every "
+                        "argument after it is the module's own")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    at = argv.index("-m") + 2 if "-m" in argv else len(argv)  # the launcher's flags end at the module's name
+    args = parser.parse_args(argv[:at])
     if args.processes < 1 or (args.cpu_devices is not None and args.cpu_devices < 1):
         parser.error("--processes and --cpu-devices must be >= 1")
-    return launch([sys.executable, "-m", args.module, *rest], args.processes, args.cpu_devices, args.timeout, args.grace)
+    return launch([sys.executable, "-m", args.module, *argv[at:]], args.processes, args.cpu_devices, args.timeout,
+                  args.grace)
 
 
 if __name__ == "__main__":

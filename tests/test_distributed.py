@@ -196,3 +196,11 @@ def test_the_launcher_bounds_the_whole_run(capsys):
     code = launch([sys.executable, "-c", "import time; time.sleep(60)"], processes=2, timeout=1.5, grace=1)
     assert code == 124 and time.perf_counter() - start < 10
     assert "took longer than --timeout 1.5 s" in capsys.readouterr().err
+
+
+def test_every_argument_after_the_module_is_the_modules_own(capsys):
+    """``--timeout 1`` after ``-m`` goes to the module (here json.tool, which takes it for its input file)."""
+    from nnjax.launch import main
+
+    assert main(["--processes", "1", "--timeout", "60", "-m", "json.tool", "--timeout", "1"]) == 2
+    assert "can't open '1'" in capsys.readouterr().err
