@@ -142,12 +142,11 @@ class TrainConfig(ResumableConfig):
 
 
 def check_positive(config: RunConfig, *names: str) -> None:
-    """``ConfigError`` naming the first of ``names`` whose value is not positive (ints >= 1, floats > 0)."""
+    """``ConfigError`` naming the first of ``names`` (float fields; int fields are checked when a config is made)
+    whose value is not > 0."""
     for name in names:
         value = getattr(config, name)
-        if isinstance(value, int) and value < 1:
-            raise ConfigError(f"--{flag_name(name)} must be >= 1, got {value}")
-        if isinstance(value, float) and not value > 0:
+        if not value > 0:
             raise ConfigError(f"--{flag_name(name)} must be > 0, got {value}")
 
 
