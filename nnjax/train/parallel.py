@@ -121,6 +121,7 @@ class Parallel:
         self.place_data = lambda data: put(data, replicated)
         self.host_state = jax.device_get
         self._host_metrics = lambda m: m
+        self._batch_sharding = sharded
 
     def _init_pmap(self, step: TrainStep, eval_step: EvalStep) -> None:
         self._train_step = jax.pmap(step, axis_name="batch", donate_argnums=0)
@@ -132,8 +133,38 @@ class Parallel:
         self.place_batch = lambda batch: {
             k: v.reshape(devices, -1, *v.shape[1:])[first : first + local] for k, v in batch.items()
         }
+        self._pmap_rows = (first, local)
         self.host_state = lambda state: jax.device_get(jax_utils.unreplicate(state))
         self._host_metrics = lambda m: jax.tree.map(lambda x: x[0], m)
+
+    def local_rows(self, batch_size: int) -> slice:
+        """The rows of a global batch of ``batch_size`` that this process's devices hold (all of them in one
+        process): a process that reads only these rows from disk feeds ``place_local_batch`` with them."""
+        if self.mode == "none" or jax.process_count() == 1:
+            return slice(0, batch_size)
+        if self.mode == "pmap":
+            first, local = self._pmap_rows
+            per_device = batch_size // self.num_devices
+            return slice(first * per_device, (first + local) * per_device)
+        starts_stops = {
+            (index[0].start or 0, batch_size if index[0].stop is None else index[0].stop)
+            for index in self._batch_sharding.addressable_devices_indices_map((batch_size,)).values()
+        }
+        start, stop = min(a for a, _ in starts_stops), max(b for _, b in starts_stops)
+        if sum(b - a for a, b in starts_stops) != stop - start:
+            raise ValueError(f"the rows of process {jax.process_index()} in a batch of {batch_size} are not contiguous")
+        return slice(start, stop)
+
+    def place_local_batch(self, batch: Batch, batch_size: int) -> Batch:
+        """``place_batch`` for a process that holds only its ``local_rows(batch_size)`` of a global batch."""
+        if self.mode == "none" or jax.process_count() == 1:
+            return self.place_batch(batch)
+        if self.mode == "pmap":
+            return {k: v.reshape(jax.local_device_count(), -1, *v.shape[1:]) for k, v in batch.items()}
+        return {
+            k: jax.make_array_from_process_local_data(self._batch_sharding, np.asarray(v), (batch_size, *v.shape[1:]))
+            for k, v in batch.items()
+        }
 
     @property
     def compile_seconds(self) -> float:
