@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from nnjax.errors import ConfigError, WorkdirError
 
-PARALLEL_MODES = ("none", "jit", "pmap")
+PARALLEL_MODES = ("none", "jit", "pmap", "fsdp")
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
 PRECISIONS = ("float32", "bfloat16")
 
@@ -111,6 +111,9 @@ class TrainConfig(ResumableConfig):
     data_dir: str | None = None
     download: bool = False
     parallel: str = dataclasses.field(default="none", metadata={"choices": PARALLEL_MODES})
+    model_parallel: int = option(
+        1, "--parallel fsdp: devices per tensor-parallel group (the mesh's 'model' axis); the 'data' axis has the rest"
+    )
     validation_fraction: float = 0.2
     eval_batch_size: int = 1000
     log_every_steps: int = 50

@@ -12,7 +12,9 @@ touches JAX) starts the runtime when the settings say so:
 - ``NNJAX_CPU_DEVICES=N`` gives each process N CPU devices (``jax_num_cpu_devices``), to test on one machine.
 
 Only the main process (index 0) writes metrics, plots, TensorBoard events and the final JSON line; every
-process takes part in every collective and in checkpoint saves.
+process takes part in every collective and in checkpoint saves. When a process dies, the others are stopped
+within ``HEARTBEAT_TIMEOUT_S`` plus a poll (the runtime's "another task died" line, then exit);
+``nnjax.launch`` stops them at once and says which process failed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from nnjax.errors import ConfigError
 COORDINATOR_ENV, NUM_PROCESSES_ENV, PROCESS_ID_ENV = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
 CPU_DEVICES_ENV = "NNJAX_CPU_DEVICES"
 INITIALIZATION_TIMEOUT_S = 60  # a process that never arrives fails the others after this long, never a hang
+# A process whose peer died (stopped sending heartbeats) is stopped by the runtime after this long (JAX's default,
+# 100 s, leaves a job idle for minutes); a heartbeat comes from a background thread, so long compiles never miss one.
+HEARTBEAT_TIMEOUT_S = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +73,7 @@ def initialize_from_environment(environ: os._Environ | dict[str, str] = os.envir
     if settings is not None and not jax.distributed.is_initialized():
         jax.distributed.initialize(
             settings.coordinator_address, settings.num_processes, settings.process_id,
-            initialization_timeout=INITIALIZATION_TIMEOUT_S,
+            initialization_timeout=INITIALIZATION_TIMEOUT_S, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
         )
     return settings
 

@@ -45,11 +45,16 @@ def process_environment(index: int, processes: int, port: int, cpu_devices: int 
     return env
 
 
+LAST_LINE_CHARS = 300
+
+
 def _relay(stream: IO[str], out: IO[str], prefix: str, last: list[str], lock: threading.Lock) -> None:
-    """Copy ``stream`` to ``out`` line by line with ``prefix``; keep the last non-empty line in ``last``."""
+    """Copy ``stream`` to ``out`` line by line with ``prefix``; keep the last non-empty line in ``last`` (its first
+    ``LAST_LINE_CHARS`` characters: the whole line is in the output above)."""
     for line in stream:
         if line.strip() and "%|" not in line:  # a progress bar is not the line that says what went wrong
-            last[:] = [line.rstrip("\n")]
+            text = line.rstrip("\n")
+            last[:] = [text if len(text) <= LAST_LINE_CHARS else text[:LAST_LINE_CHARS] + " ..."]
         with lock:
             out.write(prefix + line)
             out.flush()

@@ -1,9 +1,10 @@
 """Several processes, one run (``nnjax.distributed``, ``python -m nnjax.launch``), on 127.0.0.1 only.
 
 One launch of 2 processes x 4 CPU devices trains every case in ``CASES`` (mnist_cnn and the char LM, under
-``--parallel jit`` and ``pmap``), so the processes start and connect once; each case must give the same
-per-step losses, test metrics and final parameters (1e-5) as this process with its 8 devices and with one
-(which also checks one process's jit and pmap against one device, for both experiments).
+``--parallel jit`` and ``pmap``, and the char LM sharded under ``--parallel fsdp`` on a 4 x 2 mesh), so the
+processes start and connect once; each case must give the same per-step losses, test metrics and final
+parameters (1e-5) as this process with its 8 devices and with one (which also checks one process's jit,
+pmap and fsdp against one device).
 """
 
 import json
@@ -24,11 +25,12 @@ DIGITS = ("--data", "digits", "--batch-size", "64", "--eval-batch-size", "200", 
           "--log-every-steps", "1", "--checkpoint-every-steps", "3")
 LM = ("--block-size", "8", "--d-model", "16", "--num-heads", "2", "--num-layers", "1", "--batch-size", "8",
       "--eval-batch-size", "64", "--steps", "4", "--log-every-steps", "1", "--num-samples", "0")
-CASES = {  # name: (experiment, its flags)
-    "mnist_jit": ("experiments.mnist_cnn", (*DIGITS, "--parallel", "jit")),
-    "mnist_pmap": ("experiments.mnist_cnn", (*DIGITS, "--parallel", "pmap")),
-    "lm_jit": ("experiments.char_lm", (*LM, "--parallel", "jit")),
-    "lm_pmap": ("experiments.char_lm", (*LM, "--parallel", "pmap")),
+CASES = {  # name: (experiment, its flags, its parallelism flags)
+    "mnist_jit": ("experiments.mnist_cnn", DIGITS, ("--parallel", "jit")),
+    "mnist_pmap": ("experiments.mnist_cnn", DIGITS, ("--parallel", "pmap")),
+    "lm_jit": ("experiments.char_lm", LM, ("--parallel", "jit")),
+    "lm_pmap": ("experiments.char_lm", LM, ("--parallel", "pmap")),
+    "lm_fsdp": ("experiments.char_lm", LM, ("--parallel", "fsdp", "--model-parallel", "2")),
 }
 PROGRAM = """
 import importlib, json, sys
@@ -42,9 +44,11 @@ for name, (module, flags) in cases.items():
 """
 
 
-def _case_flags(name: str, text_file: str) -> list[str]:
-    module, flags = CASES[name]
-    return [*flags, "--text-file", text_file] if module == "experiments.char_lm" else list(flags)
+def _case_flags(name: str, text_file: str, parallel: tuple[str, ...] | None = None) -> list[str]:
+    """The flags of case ``name``, with other parallelism flags if given."""
+    module, flags, case_parallel = CASES[name]
+    flags = [*flags, *(case_parallel if parallel is None else parallel)]
+    return [*flags, "--text-file", text_file] if module == "experiments.char_lm" else flags
 
 
 @pytest.fixture(scope="module")
@@ -115,17 +119,15 @@ def one_process(tmp_path_factory):
 def test_two_processes_train_exactly_as_one_process_with_eight_devices_and_with_one(name, two_processes, text_file,
                                                                                      one_process, eight_devices):
     root, _ = two_processes
-    module, _ = CASES[name]
-    flags = _case_flags(name, text_file)
-    at = flags.index("--parallel")
-    references = {mode: one_process(module, [*flags[:at], "--parallel", mode, *flags[at + 2:]])
-                  for mode in (flags[at + 1], "none")}
+    module, _, parallel = CASES[name]
+    references = {" ".join(flags): one_process(module, _case_flags(name, text_file, flags))
+                  for flags in (parallel, ("--parallel", "none"))}
     ours = _rows(root / name)
     for mode, workdir in references.items():
         theirs = _rows(workdir)
         assert [r[:2] for r in _losses(ours)] == [r[:2] for r in _losses(theirs)]
         np.testing.assert_allclose([r[2] for r in _losses(ours)], [r[2] for r in _losses(theirs)], atol=1e-5,
-                                   err_msg=f"{name} vs one process, --parallel {mode}")
+                                   err_msg=f"{name} vs one process, {mode}")
         (step, params), (their_step, their_params) = _final_params(root / name), _final_params(workdir)
         assert step == their_step
         chex.assert_trees_all_close(_without_key_bias(params), _without_key_bias(their_params), atol=1e-5)
@@ -138,6 +140,45 @@ def test_only_the_main_process_writes_the_run_files(two_processes):
     assert [row["step"] for row in rows if row["kind"] == "train"] == [1, 2, 3, 4, 5, 6], "one row per step, not two"
     assert {p.name for p in workdir.iterdir()} >= {"config.json", "metrics.jsonl", "learning_curves.png", "checkpoints"}
     assert json.loads((workdir / "config.json").read_text())["parallel"] == "jit"
+
+
+KILL_PROCESS_1_AFTER_STEP_3 = """
+import importlib, json, os, signal, sys
+from nnjax import cli
+from nnjax.train import checkpoint
+workdir, flags = sys.argv[1], json.loads(sys.argv[2])
+save = checkpoint.Checkpointer.save
+def save_then_die(self, host_state, step):  # process 1 dies (SIGKILL: no cleanup) once checkpoint 3 is complete
+    save(self, host_state, step)
+    if step == 3 and os.environ["JAX_PROCESS_ID"] == "1":
+        self._manager.wait_until_finished()
+        os.kill(os.getpid(), signal.SIGKILL)
+checkpoint.Checkpointer.save = save_then_die
+experiment = importlib.import_module("experiments.mnist_cnn")
+sys.exit(cli.run(experiment.main, experiment.Config, [*flags, "--workdir", workdir], prog="mnist_cnn"))
+"""
+
+
+def test_a_killed_process_stops_the_run_in_one_line_and_two_processes_resume_it_exactly(two_processes, tmp_path,
+                                                                                         text_file, capsys):
+    root, _ = two_processes
+    flags = _case_flags("mnist_jit", text_file)
+    start = time.perf_counter()
+    code = launch([sys.executable, "-c", KILL_PROCESS_1_AFTER_STEP_3, str(tmp_path / "run"), json.dumps(flags)],
+                  processes=2, cpu_devices=4, timeout=120)
+    elapsed = time.perf_counter() - start
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code != 0 and elapsed < 60, (code, elapsed)
+    assert last.startswith("nnjax.launch: process 1 exited with code -9") and last.endswith(
+        "the other processes were stopped"), last
+    assert max(int(d) for d in os.listdir(tmp_path / "run" / "checkpoints") if d.isdigit()) == 3
+    code = launch([sys.executable, "-c", PROGRAM, str(tmp_path), json.dumps({"run": ("experiments.mnist_cnn", flags)})],
+                  processes=2, cpu_devices=4, timeout=120)
+    assert code == 0, "the 2-process resume failed (its output is above)"
+    assert [row["step"] for row in _rows(tmp_path / "run") if row["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    (step, params), (uninterrupted_step, uninterrupted) = _final_params(tmp_path / "run"), _final_params(root / "mnist_jit")
+    assert step == uninterrupted_step == 6
+    chex.assert_trees_all_equal(params, uninterrupted)
 
 
 @pytest.mark.parametrize(

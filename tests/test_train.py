@@ -197,7 +197,7 @@ def test_parallel_steps_match_single_device(eight_devices, mode):
     )
 
 
-@pytest.mark.parametrize("mode", ["jit", "pmap"])
+@pytest.mark.parametrize("mode", ["jit", "pmap", "fsdp"])
 def test_fit_parallel_matches_single_device(eight_devices, tmp_path, mode):
     del eight_devices
     data = blob_dataset()

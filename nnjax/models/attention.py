@@ -10,6 +10,8 @@ layout of ``flax.linen.MultiHeadDotProductAttention`` (``query``/``key``/``value
 [D, H, Dh], ``out`` kernel [H, Dh, D]), so weights move freely between the two.
 ``MultiHeadAttention`` declares those params and calls the same pure pieces; with
 ``decode=True`` it keeps a key/value cache (collection ``'cache'``) for autoregressive decoding.
+Its params name their axes (``embed`` for D, ``heads`` for H, ``kv`` for Dh; ``nnjax.models.layers.box``),
+which ``nnjax.train.sharding`` maps to mesh axes under ``--parallel fsdp``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from nnjax.models.layers import box
 
 Params = dict[str, Any]
 
@@ -137,17 +141,19 @@ def multi_head_attention(
 
 
 def _dense_params(
-    kernel_shape: tuple[int, ...], num_in_axes: int, bias_shape: tuple[int, ...], use_bias: bool
+    kernel_shape: tuple[int, ...], num_in_axes: int, bias_shape: tuple[int, ...], use_bias: bool,
+    kernel_axes: tuple[str, ...], bias_axes: tuple[str, ...],
 ) -> nn.initializers.Initializer:
     """Initializer of one projection's {'kernel', 'bias'}: LeCun normal over the fan-in of the first
-    ``num_in_axes`` kernel axes (drawn as a 2-D matrix and reshaped, as ``nn.DenseGeneral`` does), zero bias."""
+    ``num_in_axes`` kernel axes (drawn as a 2-D matrix and reshaped, as ``nn.DenseGeneral`` does), zero bias;
+    each named with its logical axes."""
     fan_in = math.prod(kernel_shape[:num_in_axes])
 
     def init(key: jax.Array) -> Params:
         kernel = nn.initializers.lecun_normal()(key, (fan_in, math.prod(kernel_shape) // fan_in), jnp.float32)
-        params = {"kernel": kernel.reshape(kernel_shape)}
+        params = {"kernel": box(kernel.reshape(kernel_shape), kernel_axes)}
         if use_bias:
-            params["bias"] = jnp.zeros(bias_shape, jnp.float32)
+            params["bias"] = box(jnp.zeros(bias_shape, jnp.float32), bias_axes)
         return params
 
     return init
@@ -188,12 +194,14 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"qkv_features ({features}) must be divisible by num_heads ({self.num_heads})")
         heads = (self.num_heads, features // self.num_heads)
         params = {
-            name: self.param(name, _dense_params((d, *heads), 1, heads, self.use_bias))
+            name: self.param(
+                name, _dense_params((d, *heads), 1, heads, self.use_bias, ("embed", "heads", "kv"), ("heads", "kv"))
+            )
             for name, d in (("query", d_q), ("key", d_kv), ("value", d_kv))
         }
         d_out = self.out_features or d_q
         params["out"] = self.param(
-            "out", _dense_params((*heads, d_out), 2, (d_out,), self.use_bias)
+            "out", _dense_params((*heads, d_out), 2, (d_out,), self.use_bias, ("heads", "kv", "embed"), ("embed",))
         )
         dropout_key = self.make_rng("dropout") if train and self.dropout_rate > 0.0 else None
         if not decode:

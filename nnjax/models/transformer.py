@@ -10,6 +10,9 @@
 with MLP = Dense(d_ff) -> GELU or ReLU -> Dropout -> Dense(d_model). Attention is
 ``nnjax.models.attention.MultiHeadAttention`` (boolean masks; params laid out as flax's).
 
+Params name their axes (``embed`` d_model, ``mlp`` d_ff, ``heads``, ``kv`` head width, ``vocab``, ``position``;
+``nnjax.models.layers.logical_init``), and ``nnjax.train.sharding`` shards by those names.
+
 ``TransformerEncoder`` maps right-padded token ids int [B, T] (``<pad>`` = 0) to hidden states
 [B, T, d_model]: token embeddings plus learned or sinusoidal (seed 000·5, with the embedding scaled
 by √d_model) position encodings, ``num_layers`` blocks, and a final LayerNorm for pre-LN stacks.
@@ -30,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax.models.attention import MultiHeadAttention, causal_mask, key_padding_mask
-from nnjax.models.layers import masked_mean, padding_mask
+from nnjax.models.layers import logical_init, masked_mean, padding_mask
 
 POOLINGS = ("mean", "cls")
 NORMS = ("pre", "post")
@@ -60,6 +63,21 @@ def sinusoidal_positions(length: int, d_model: int) -> np.ndarray:
     return pe.astype(np.float32)
 
 
+def _dense(features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+    """``nn.Dense`` whose kernel [in, out] and bias [out] carry the logical axis names ``axes``."""
+    return nn.Dense(
+        features,
+        kernel_init=logical_init(nn.initializers.lecun_normal(), axes),
+        bias_init=logical_init(nn.initializers.zeros_init(), axes[1:]),
+        name=name,
+    )
+
+
+def _embedding_init(axes: tuple[str, str]) -> nn.initializers.Initializer:
+    """GPT-2's normal(0.02) initializer for an embedding table, named with its logical axes."""
+    return logical_init(nn.initializers.normal(stddev=0.02), axes)
+
+
 class EncoderBlock(nn.Module):
     """One residual attention + MLP block, pre- or post-LayerNorm (see the module docstring).
 
@@ -87,8 +105,8 @@ class EncoderBlock(nn.Module):
         drop = lambda h: nn.Dropout(self.dropout)(h, deterministic=deterministic)  # noqa: E731
 
         def mlp(h):
-            h = ACTIVATIONS[self.activation](nn.Dense(self.d_ff or 4 * self.d_model, name="mlp_in")(h))
-            return nn.Dense(self.d_model, name="mlp_out")(drop(h))
+            h = ACTIVATIONS[self.activation](_dense(self.d_ff or 4 * self.d_model, ("embed", "mlp"), "mlp_in")(h))
+            return _dense(self.d_model, ("mlp", "embed"), "mlp_out")(drop(h))
 
         if self.norm == "pre":
             x_BxTxD = x_BxTxD + drop(attention(ln_attention(x_BxTxD), mask=mask, train=train, decode=decode))
@@ -119,10 +137,11 @@ class TransformerEncoder(nn.Module):
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
         _check_choice("positional", self.positional, POSITIONALS)
-        init = nn.initializers.normal(stddev=0.02)
-        self.token_embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=init)
+        self.token_embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=_embedding_init(("vocab", "embed")))
         if self.positional == "learned":
-            self.position_embed = self.param("position_embed", init, (self.max_len, self.d_model))
+            self.position_embed = self.param(
+                "position_embed", _embedding_init(("position", "embed")), (self.max_len, self.d_model)
+            )
         self.blocks = [
             EncoderBlock(self.d_model, self.num_heads, self.d_ff, self.dropout, self.norm, self.activation, name=f"block_{i}")
             for i in range(self.num_layers)
@@ -217,9 +236,10 @@ class TransformerLM(nn.Module):
         t = ids_BxT.shape[1]
         if t > self.block_size:
             raise ValueError(f"sequence length {t} exceeds block_size {self.block_size}")
-        init = nn.initializers.normal(stddev=0.02)
-        token_embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=init, name="token_embed")
-        position_embed = self.param("position_embed", init, (self.block_size, self.d_model))
+        token_embed = nn.Embed(
+            self.vocab_size, self.d_model, embedding_init=_embedding_init(("vocab", "embed")), name="token_embed"
+        )
+        position_embed = self.param("position_embed", _embedding_init(("position", "embed")), (self.block_size, self.d_model))
         offset = 0
         if decode:
             cached = self.has_variable("cache", "position")

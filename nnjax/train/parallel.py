@@ -1,16 +1,19 @@
 """Where state and batches live, and the compiled steps that run on them.
 
-Three modes share the same pure steps (``nnjax.train.steps``):
+Four modes share the same pure steps (``nnjax.train.steps``):
 
 - ``none``: one device, ``jax.jit``.
 - ``jit``: every device in a 1-D ``Mesh`` with axis ``'data'``; batches are sharded along it with
   ``NamedSharding(mesh, P('data'))`` and the state is replicated; XLA inserts the gradient all-reduce.
 - ``pmap``: the classic ``jax.pmap`` step with ``lax.pmean`` over axis ``'batch'``; the state is
   replicated with ``flax.jax_utils.replicate`` and batches are reshaped to [devices, B/devices, ...].
+- ``fsdp``: a 2-D ``Mesh`` ('data', 'model'); parameters and optimizer state are sharded (FSDP over
+  ``data``, tensor-parallel over ``model`` where the model names its axes: ``nnjax.train.sharding``), batches
+  are split over ``data``; XLA inserts the all-gathers and reduce-scatters.
 
 Both data-parallel modes span the devices of every process of a multi-process run (``nnjax.distributed``):
-every process holds the same host state and data and places them with ``place_*``, which under ``jit``
-builds global arrays of which each process materialises only its own devices' shards, and under ``pmap``
+every process holds the same host state and data and places them with ``place_*``, which under ``jit`` and
+``fsdp`` builds global arrays of which each process materialises only its own devices' shards, and under ``pmap``
 hands each process's devices their rows of the global batch.
 
 Each step is compiled ahead of time once per input shape, so compile time is measured, not guessed.
@@ -25,11 +28,13 @@ from typing import Any
 import jax
 import numpy as np
 from flax import jax_utils
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from nnjax.config import PARALLEL_MODES, PRECISIONS
 from nnjax.errors import ConfigError
+from nnjax.train import sharding
 from nnjax.train.compiled import Compiled
 from nnjax.train.state import TrainState
 from nnjax.train.steps import (
@@ -49,7 +54,9 @@ class Parallel:
     """Placement plus compiled train/eval steps for one parallelism ``mode``.
 
     ``augment(key, batch) -> batch``, if given, transforms every training batch inside the step;
-    ``grad_accum_steps`` and ``precision`` are the memory options of ``make_train_step``.
+    ``grad_accum_steps`` and ``precision`` are the memory options of ``make_train_step``. Under ``fsdp``,
+    ``model_parallel`` is the size of the mesh's ``model`` axis and ``param_axes`` the model's logical axis names
+    (``nnjax.train.sharding.param_logical_axes``; parameters without names are sharded by shape).
     """
 
     def __init__(
@@ -61,34 +68,43 @@ class Parallel:
         augment: Augment | None = None,
         grad_accum_steps: int = 1,
         precision: str = "float32",
+        model_parallel: int = 1,
+        param_axes: dict[sharding.KeyPath, tuple[str | None, ...]] | None = None,
     ):
         if mode not in PARALLEL_MODES:
             raise ConfigError(f"--parallel must be one of {', '.join(PARALLEL_MODES)}, got {mode!r}")
         if precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if model_parallel != 1 and mode != "fsdp":
+            raise ConfigError(f"--model-parallel {model_parallel} needs --parallel fsdp (got --parallel {mode})")
         self.mode = mode
         self.num_devices = 1 if mode == "none" else jax.device_count()
+        self._mesh = sharding.make_mesh(model_parallel) if mode == "fsdp" else None
+        replicas = self._mesh.shape["data"] if mode == "fsdp" else self.num_devices
+        what = f"{replicas} data-parallel replicas" if mode == "fsdp" else f"{replicas} devices"
         for flag, size in (("--batch-size", batch_size), ("--eval-batch-size", eval_batch_size)):
-            if size % self.num_devices:
+            if size % replicas:
                 raise ConfigError(
-                    f"{flag} {size} is not divisible by the {self.num_devices} devices of --parallel {mode}; "
-                    f"use a multiple of {self.num_devices}"
+                    f"{flag} {size} is not divisible by the {what} of --parallel {mode}; use a multiple of {replicas}"
                 )
         _check_micro_batches(mode, batch_size, self.num_devices, grad_accum_steps)
         self.compiled = Compiled(ahead_of_time=not (mode == "pmap" and jax.process_count() > 1))
         step = make_train_step(objective, "batch" if mode == "pmap" else None, augment, grad_accum_steps, precision)
         eval_step = make_eval_step(objective, "batch" if mode == "pmap" else None, precision)
+        self.state_shardings: Any = None  # a tree of shardings once a state is placed (fsdp), else None
         if mode == "none":
             self._init_single(step, eval_step)
         elif mode == "jit":
             self._init_mesh(step, eval_step)
-        else:
+        elif mode == "pmap":
             self._init_pmap(step, eval_step)
+        else:
+            self._init_fsdp(step, eval_step, param_axes or {})
 
     @property
     def supports_scan(self) -> bool:
         """Whether whole chunks of steps can run in one ``lax.scan`` over device-resident data."""
-        return self._train_chunk is not None
+        return self.mode != "pmap"
 
     def _init_single(self, step: TrainStep, eval_step: EvalStep) -> None:
         self._train_step = jax.jit(step, donate_argnums=0)
@@ -122,6 +138,45 @@ class Parallel:
         self.host_state = jax.device_get
         self._host_metrics = lambda m: m
         self._batch_sharding = sharded
+
+    def _init_fsdp(self, step: TrainStep, eval_step: EvalStep, param_axes: dict) -> None:
+        """Shardings of the state depend on its shapes, so the steps are jitted when the first state is placed."""
+        mesh = self._mesh
+        replicated, batch_sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+        put = global_put if jax.process_count() > 1 else jax.device_put
+        constrain = lambda batch: jax.lax.with_sharding_constraint(batch, batch_sharded)  # noqa: E731
+
+        def place_state(state: TrainState) -> TrainState:
+            if self.state_shardings is None:
+                shardings = self.state_shardings = sharding.state_shardings(state, mesh, param_axes)
+                self._train_step = jax.jit(
+                    step, in_shardings=(shardings, batch_sharded), out_shardings=(shardings, replicated),
+                    donate_argnums=0,
+                )
+                self._train_chunk = jax.jit(
+                    make_train_chunk(step, constrain),
+                    in_shardings=(shardings, replicated, replicated, replicated),
+                    out_shardings=(shardings, replicated),
+                    donate_argnums=0,
+                )
+                self._eval_step = jax.jit(eval_step, in_shardings=(shardings, batch_sharded), out_shardings=replicated)
+            return put(state, self.state_shardings)
+
+        self._train_step = self._train_chunk = self._eval_step = None
+        self.place_state = place_state
+        self.place_batch = lambda batch: put(batch, batch_sharded)
+        self.place_data = lambda data: put(data, replicated)
+        self.host_state = jax.device_get if jax.process_count() == 1 else _gather
+        self._host_metrics = lambda m: m
+        self._batch_sharding = batch_sharded
+
+    def state_bytes_per_device(self, state: TrainState) -> int:
+        """Bytes of parameters plus optimizer state that one device holds for ``state`` (host or placed) in this
+        mode: all of them unless ``fsdp`` shards them."""
+        tree = (state.params, state.opt_state)
+        if self.state_shardings is None:
+            return sum(int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+        return sharding.bytes_per_device(tree, (self.state_shardings.params, self.state_shardings.opt_state))
 
     def _init_pmap(self, step: TrainStep, eval_step: EvalStep) -> None:
         self._train_step = jax.pmap(step, axis_name="batch", donate_argnums=0)
@@ -197,14 +252,22 @@ class Parallel:
         return fn.lower(*args)
 
 
-def global_put(tree: Any, sharding: NamedSharding) -> Any:
-    """Host arrays, the same in every process, as global ``jax.Array``s of ``sharding``: each process materialises
-    only the shards of its own devices (``jax.device_put`` would compare the values across processes first)."""
-    def put(x: Any) -> jax.Array:
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+def _gather(state: Any) -> Any:
+    """Host (numpy) copy of a state sharded across processes: every process receives every array whole."""
+    return multihost_utils.process_allgather(state, tiled=True)
 
-    return jax.tree.map(put, tree)
+
+def global_put(tree: Any, sharding: NamedSharding | Any) -> Any:
+    """Host arrays, the same in every process, as global ``jax.Array``s of ``sharding`` (one for every leaf, or a
+    tree of them): each process materialises only the shards of its own devices (``jax.device_put`` would compare
+    the values across processes first)."""
+    def put(x: Any, leaf_sharding: NamedSharding) -> jax.Array:
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, leaf_sharding, lambda index: x[index])
+
+    if isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree.map(lambda x: put(x, sharding), tree)
+    return jax.tree.map(put, tree, sharding)
 
 
 def _check_micro_batches(mode: str, batch_size: int, num_devices: int, grad_accum_steps: int) -> None:
