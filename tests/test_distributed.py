@@ -9,6 +9,7 @@ pmap and fsdp against one device).
 
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -24,7 +25,8 @@ from nnjax.launch import launch
 DIGITS = ("--data", "digits", "--batch-size", "64", "--eval-batch-size", "200", "--steps", "6",
           "--log-every-steps", "1", "--checkpoint-every-steps", "3")
 LM = ("--block-size", "8", "--d-model", "16", "--num-heads", "2", "--num-layers", "1", "--batch-size", "8",
-      "--eval-batch-size", "64", "--steps", "4", "--log-every-steps", "1", "--num-samples", "0")
+      "--eval-batch-size", "64", "--steps", "4", "--log-every-steps", "1", "--checkpoint-every-steps", "2",
+      "--num-samples", "0")
 CASES = {  # name: (experiment, its flags, its parallelism flags)
     "mnist_jit": ("experiments.mnist_cnn", DIGITS, ("--parallel", "jit")),
     "mnist_pmap": ("experiments.mnist_cnn", DIGITS, ("--parallel", "pmap")),
@@ -140,6 +142,26 @@ def test_only_the_main_process_writes_the_run_files(two_processes):
     assert [row["step"] for row in rows if row["kind"] == "train"] == [1, 2, 3, 4, 5, 6], "one row per step, not two"
     assert {p.name for p in workdir.iterdir()} >= {"config.json", "metrics.jsonl", "learning_curves.png", "checkpoints"}
     assert json.loads((workdir / "config.json").read_text())["parallel"] == "jit"
+
+
+def test_a_two_process_sharded_checkpoint_resumes_in_one_process(two_processes, text_file, tmp_path, eight_devices):
+    """The fsdp run's step-2 checkpoint, written by 2 processes x 4 devices, resumed by this process alone: its
+    state is placed with this topology's shardings (one 4 x 2 mesh over 8 local devices) and ends as the
+    uninterrupted 2-process run."""
+    root, _ = two_processes
+    workdir = tmp_path / "resumed"
+    shutil.copytree(root / "lm_fsdp", workdir)
+    shutil.rmtree(workdir / "checkpoints" / "4")
+    rows = [row for row in _rows(workdir) if row["step"] <= 2]
+    (workdir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    done = run_experiment("experiments.char_lm", *_case_flags("lm_fsdp", text_file), "--workdir", str(workdir))
+    assert done.returncode == 0, done.stderr
+    assert "resumed from checkpoint step 2" in done.stderr
+    np.testing.assert_allclose([r[2] for r in _losses(_rows(workdir))], [r[2] for r in _losses(_rows(root / "lm_fsdp"))],
+                               atol=1e-5)
+    (step, params), (_, uninterrupted) = _final_params(workdir), _final_params(root / "lm_fsdp")
+    assert step == 4
+    chex.assert_trees_all_close(_without_key_bias(params), _without_key_bias(uninterrupted), atol=1e-5)
 
 
 KILL_PROCESS_1_AFTER_STEP_3 = """
