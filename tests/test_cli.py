@@ -109,12 +109,13 @@ runpy.run_module(module, run_name="__main__")
 def test_sigkill_then_resume_is_bit_identical_to_uninterrupted(tmp_path):
     args = (*FAST, "--epochs", "3", "--checkpoint-every-steps", "7", "--log-every-steps", "7")  # 35 steps per epoch: one chunk length, one compile
     reference, interrupted = str(tmp_path / "reference"), str(tmp_path / "interrupted")
-    done = run_cli("experiments.mlp_mnist", *args, "--workdir", reference)
+    done = run_experiment("experiments.mlp_mnist", *args, "--workdir", reference)
     assert done.returncode == 0, done.stderr
     total_steps = _final_json(done.stdout)["steps"]
 
-    # Three processes, one seed: the resumed run's metrics.jsonl equals the reference's byte for byte below,
-    # which also shows that a run is deterministic across processes.
+    # One seed, the reference and the resume in this process and the interrupted run in its own: the resumed
+    # run's metrics.jsonl equals the reference's byte for byte below, so a run is also deterministic across
+    # processes.
     # The interrupted run SIGKILLs itself as soon as its step-14 checkpoint is on disk: an event the run
     # writes, not a time, so the kill lands mid-run (before step 15) on a machine of any speed.
     done = subprocess.run(
@@ -127,7 +128,7 @@ def test_sigkill_then_resume_is_bit_identical_to_uninterrupted(tmp_path):
     with open(os.path.join(interrupted, "metrics.jsonl")) as f:
         assert [json.loads(line)["step"] for line in f] == [7, 14], "the run went on past its kill"
 
-    done = run_cli("experiments.mlp_mnist", *args, "--workdir", interrupted)
+    done = run_experiment("experiments.mlp_mnist", *args, "--workdir", interrupted)
     assert done.returncode == 0, done.stderr
     assert f"resumed from checkpoint step {killed_at}" in done.stderr
     assert _final_json(done.stdout)["steps"] == total_steps
