@@ -72,7 +72,10 @@ def evaluate_active_set(
 ) -> dict:
     """Test metrics, forward FLOPs per example (XLA's count) and the best test-pass time with stages ``active``."""
     apply_fn = functools.partial(model.apply, active_layers=active)
-    parallel = Parallel(config.parallel, losses.classification, config.batch_size, config.eval_batch_size)
+    parallel = Parallel(
+        config.parallel, losses.classification, config.batch_size, config.eval_batch_size,
+        model_parallel=config.model_parallel,
+    )
     placed = parallel.place_state(state.replace(apply_fn=apply_fn))
     metrics = evaluate(parallel, placed, test, config.eval_batch_size, config.prefetch)
     seconds = []
