@@ -1,4 +1,4 @@
-"""Data sets as in-memory numpy splits plus deterministic batching."""
+"""Data sets as numpy splits in memory or as records on disk (``nnjax.data.records``), plus deterministic batching."""
 
 from nnjax.data.pipeline import (
     epoch_batch_indices,

@@ -1,4 +1,4 @@
-"""Named data sets (``--data NAME``) and the ``auto`` choice among them."""
+"""Named data sets (``--data NAME``), the ``auto`` choice among them, and records on disk (``--data records:DIR``)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,35 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from nnjax.data import sources
+from nnjax.data import records, sources
 from nnjax.errors import ConfigError, DataUnavailableError
 
 log = logging.getLogger(__name__)
 
 Split = sources.Split
+RECORDS_PREFIX = "records:"  # --data records:DIR streams the records directory DIR (nnjax.data.records)
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """An in-memory classification data set: ``x`` float32 [N, H, W, C], ``y`` int32 [N]."""
+    """A classification data set: ``x`` float32 [N, H, W, C], ``y`` int32 [N], in memory or on disk.
+
+    ``train``/``test`` are dicts of numpy arrays, or ``RecordSplit``s read by row index from a records
+    directory; then ``fingerprint`` identifies the records (``Records.identity``), else it is None.
+    """
 
     name: str
     source: str
-    train: Split
-    test: Split
+    train: Split | records.RecordSplit
+    test: Split | records.RecordSplit
     num_classes: int
+    fingerprint: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one example, e.g. (28, 28, 1)."""
+        if isinstance(self.train, records.RecordSplit):
+            return self.train.fields["x"].shape
         return tuple(self.train["x"].shape[1:])
 
 
@@ -104,10 +112,19 @@ def _digits(data_dir: str | None, download: bool) -> Dataset:
 def load_dataset(
     name: str, data_dir: str | None = None, download: bool = False, auto: Sequence[str] = DIGITS_AUTO
 ) -> Dataset:
-    """Load a named data set; ``'auto'`` takes the first of ``auto`` that is available offline."""
+    """Load a named data set; ``'auto'`` takes the first of ``auto`` that is available offline;
+    ``'records:DIR'`` opens the records directory DIR, whose splits stay on disk (``nnjax.data.records``)."""
+    if name.startswith(RECORDS_PREFIX):
+        opened = records.open_records(name.removeprefix(RECORDS_PREFIX))
+        return Dataset(
+            opened.name, f"nnjax records in {opened.directory} (written from {opened.source})",
+            opened.splits["train"], opened.splits["test"], opened.num_classes, fingerprint=opened.identity,
+        )
     unknown = [n for n in (name, *auto) if n != "auto" and n not in _LOADERS]
     if unknown:
-        raise ConfigError(f"--data must be one of auto, {', '.join(available())}; got {unknown[0]!r}")
+        raise ConfigError(
+            f"--data must be one of auto, {', '.join(available())} or {RECORDS_PREFIX}DIR; got {unknown[0]!r}"
+        )
     if name == "auto":
         reasons = []
         for candidate in auto:

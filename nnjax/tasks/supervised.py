@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,8 @@ from nnjax.data import (
     split_validation,
     take,
 )
+from nnjax.data.pipeline import Rows
+from nnjax.data.records import RecordSplit
 from nnjax.errors import ConfigError
 from nnjax.optim import make_optimizer
 from nnjax.train.parallel import Parallel
@@ -75,11 +78,18 @@ class Supervised(Task):
     Steps draw batches from the documented shuffle (``epoch_batch_indices(n, batch, seed, epoch)``);
     a chunk runs in one ``lax.scan`` over the device-resident split when it fits (``MAX_SCAN_BYTES``)
     and the parallel mode allows, else as one compiled step per prefetched batch.
+
+    A training split on disk (``RecordSplit``, ``--data records:DIR``) is never placed whole: every process
+    reads only its ``Parallel.local_rows`` of each global batch, in the prefetch thread, and places them
+    with ``Parallel.place_local_batch``. The input stream has no state of its own: the batch of global step
+    s is a function of (data, seed, batch size, s) alone (``batch_indices``), so a run resumed from the
+    checkpoint of step s reads exactly the batches an uninterrupted run reads next; ``fit`` records the
+    records' fingerprint in the run's identity, so a resume over other records is refused.
     """
 
     def __init__(
-        self, config: TrainConfig, model: nn.Module, train: dict[str, np.ndarray], val: dict[str, np.ndarray] | None,
-        test: dict[str, np.ndarray], parallel: Parallel, tx: optax.GradientTransformation,
+        self, config: TrainConfig, model: nn.Module, train: Rows, val: Rows | None, test: Rows, parallel: Parallel,
+        tx: optax.GradientTransformation,
     ):
         super().__init__()
         self.compiled = parallel.compiled
@@ -88,15 +98,18 @@ class Supervised(Task):
         self.n_train = num_examples(train)
         self.steps_per_epoch = self.n_train // config.batch_size
         self.examples_per_step = config.batch_size
+        self.streaming = isinstance(train, RecordSplit)
         self.use_scan = (
-            config.scan_epoch and parallel.supports_scan and sum(a.nbytes for a in train.values()) <= MAX_SCAN_BYTES
+            not self.streaming and config.scan_epoch and parallel.supports_scan
+            and sum(a.nbytes for a in train.values()) <= MAX_SCAN_BYTES
         )
         self._device_train = None
         self._epoch_indices: tuple[int, np.ndarray] | None = None
 
     def init_state(self) -> TrainState:
         key = jax.random.PRNGKey(self.config.seed)
-        return jax.device_get(create_train_state(self.model, self.tx, self.train["x"][: self.config.batch_size], key))
+        sample_x = take(self.train, np.arange(self.config.batch_size))["x"]
+        return jax.device_get(create_train_state(self.model, self.tx, sample_x, key))
 
     def place(self, host_state: TrainState) -> TrainState:
         return self.parallel.place_state(host_state)
@@ -105,13 +118,15 @@ class Supervised(Task):
         return self.parallel.host_state(state)
 
     def batch_indices(self, start: int, stop: int) -> np.ndarray:
-        """Rows [C, B] of the training split for global steps ``start+1 .. stop`` (within one epoch)."""
-        epoch = start // self.steps_per_epoch
+        """Rows [C, B] of the training split for global steps ``start+1 .. stop`` (within one epoch).
+
+        The stream's position after ``start`` steps is (epoch, step in epoch) = ``divmod(start, steps_per_epoch)``.
+        """
+        epoch, in_epoch = divmod(start, self.steps_per_epoch)
         if self._epoch_indices is None or self._epoch_indices[0] != epoch:
             idx = epoch_batch_indices(self.n_train, self.config.batch_size, self.config.seed, epoch)
             self._epoch_indices = (epoch, idx)
-        offset = epoch * self.steps_per_epoch
-        return self._epoch_indices[1][start - offset : stop - offset]
+        return self._epoch_indices[1][in_epoch : in_epoch + stop - start]
 
     def train_chunk(self, state: TrainState, start: int, stop: int) -> tuple[TrainState, dict[str, np.ndarray]]:
         idx_CxB = self.batch_indices(start, stop)
@@ -127,8 +142,14 @@ class Supervised(Task):
             state, metrics = self.parallel.train_chunk(state, self._device_train, padded_LxB, steps)
             return state, {k: v[:steps] for k, v in jax.device_get(metrics).items()}
         metrics = []
-        batches = (take(self.train, idx_B) for idx_B in idx_CxB)
-        for batch in prefetch(batches, self.config.prefetch, self.parallel.place_batch):
+        if self.streaming:  # this process's rows only, read from disk in the prefetch thread
+            rows = self.parallel.local_rows(self.config.batch_size)
+            batches = (take(self.train, idx_B[rows]) for idx_B in idx_CxB)
+            place = functools.partial(self.parallel.place_local_batch, batch_size=self.config.batch_size)
+        else:
+            batches = (take(self.train, idx_B) for idx_B in idx_CxB)
+            place = self.parallel.place_batch
+        for batch in prefetch(batches, self.config.prefetch, place):
             state, step_metrics = self.parallel.train_step(state, batch)
             metrics.append(step_metrics)
         return state, jax.tree.map(lambda *m: np.stack(m), *jax.device_get(metrics))
@@ -197,7 +218,9 @@ def fit(
         schedule.total_steps, task.steps_per_epoch, config.batch_size, n_train,
         "epoch chunks in lax.scan on device" if task.use_scan else "one jitted step per batch", config.parallel,
     )
-    result = run(task, schedule, config, experiment, title=f"{experiment} on {data.name}", data_source=data.source)
+    identity = {"data_fingerprint": data.fingerprint} if data.fingerprint else {}  # a resume reads the same records
+    result = run(task, schedule, config, experiment, title=f"{experiment} on {data.name}", data_source=data.source,
+                 **identity)
     result.summary = {"data": data.name, **result.summary}
     return result
 
