@@ -30,6 +30,7 @@ from nnjax.errors import ConfigError
 from nnjax.optim import make_optimizer
 from nnjax.train.parallel import Parallel
 from nnjax.train.runner import RunResult, Schedule, Task, run
+from nnjax.train.sharding import param_logical_axes
 from nnjax.train.state import TrainState, create_train_state
 from nnjax.train.steps import Augment, Objective
 
@@ -171,6 +172,7 @@ class Supervised(Task):
             "train_examples": self.n_train,
             "epochs": _epochs(int(state.step), self.steps_per_epoch),
             "parallel": self.config.parallel,
+            "param_bytes_per_device": self.parallel.state_bytes_per_device(state),
             "grad_accum_steps": self.config.grad_accum_steps,
             "precision": self.config.precision,
         }
@@ -207,7 +209,8 @@ def fit(
         raise ConfigError(f"--batch-size {config.batch_size} is larger than the {n_train} training examples")
     parallel = Parallel(
         config.parallel, objective, config.batch_size, config.eval_batch_size, augment,
-        config.grad_accum_steps, config.precision,
+        config.grad_accum_steps, config.precision, config.model_parallel,
+        param_logical_axes(model, take(train, np.arange(1))["x"]) if config.parallel == "fsdp" else None,
     )
     task = Supervised(
         config, model, train, val, data.test, parallel, tx or make_optimizer(config.optimizer, config.learning_rate)
