@@ -14,9 +14,9 @@ from conftest import REPO_ROOT
 
 MAX_EXPERIMENT_LINES = 150
 
-# folder -> the nnjax folders it may import (besides itself and the modules at nnjax's top: config,
-# cli, errors, losses, metrics, optim, plots, which import no folder). The README's layout lists the
-# folders in this order: each uses only folders above it.
+# folder -> the nnjax folders it may import (besides itself and the modules at nnjax's top: config, cli,
+# distributed, errors, launch, logical_axes, losses, metrics, optim, plots, which import no folder). The
+# README's layout lists the folders in this order: each uses only folders above it.
 ALLOWED = {
     "nnjax.scratch": (),
     "nnjax.models": ("nnjax.scratch",),

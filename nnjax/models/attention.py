@@ -10,7 +10,7 @@ layout of ``flax.linen.MultiHeadDotProductAttention`` (``query``/``key``/``value
 [D, H, Dh], ``out`` kernel [H, Dh, D]), so weights move freely between the two.
 ``MultiHeadAttention`` declares those params and calls the same pure pieces; with
 ``decode=True`` it keeps a key/value cache (collection ``'cache'``) for autoregressive decoding.
-Its params name their axes (``embed`` for D, ``heads`` for H, ``kv`` for Dh; ``nnjax.models.layers.box``),
+Its params name their axes (``embed`` for D, ``heads`` for H, ``kv`` for Dh; ``nnjax.logical_axes.box``),
 which ``nnjax.train.sharding`` maps to mesh axes under ``--parallel fsdp``.
 """
 
@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nnjax.models.layers import box
+from nnjax.logical_axes import box
 
 Params = dict[str, Any]
 

@@ -11,7 +11,7 @@ with MLP = Dense(d_ff) -> GELU or ReLU -> Dropout -> Dense(d_model). Attention i
 ``nnjax.models.attention.MultiHeadAttention`` (boolean masks; params laid out as flax's).
 
 Params name their axes (``embed`` d_model, ``mlp`` d_ff, ``heads``, ``kv`` head width, ``vocab``, ``position``;
-``nnjax.models.layers.logical_init``), and ``nnjax.train.sharding`` shards by those names.
+``nnjax.logical_axes.logical_init``), and ``nnjax.train.sharding`` shards by those names.
 
 ``TransformerEncoder`` maps right-padded token ids int [B, T] (``<pad>`` = 0) to hidden states
 [B, T, d_model]: token embeddings plus learned or sinusoidal (seed 000·5, with the embedding scaled
@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax.models.attention import MultiHeadAttention, causal_mask, key_padding_mask
-from nnjax.models.layers import logical_init, masked_mean, padding_mask
+from nnjax.logical_axes import logical_init
+from nnjax.models.layers import masked_mean, padding_mask
 
 POOLINGS = ("mean", "cls")
 NORMS = ("pre", "post")

@@ -2,7 +2,7 @@
 
 The mesh has axes ``('data', 'model')`` of sizes (devices / M, M), M from ``--model-parallel``. Batches are
 split over ``data`` (and replicated over ``model``). Every parameter is split by its logical axis names
-(``nnjax.models.layers.logical_init``; the TransformerLM's embeddings, attention and MLP name theirs)
+(``nnjax.logical_axes.logical_init``; the TransformerLM's embeddings, attention and MLP name theirs)
 through ``LOGICAL_AXIS_RULES``:
 
 - ``embed`` (d_model) -> ``data``: FSDP / ZeRO-3, each data replica keeps 1/(devices/M) of every weight and XLA
@@ -30,7 +30,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from nnjax.errors import ConfigError
-from nnjax.models.layers import logical_axes_boxed
+from nnjax.logical_axes import logical_axes_boxed
 
 LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
     ("batch", "data"),
