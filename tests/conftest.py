@@ -29,7 +29,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @contextlib.contextmanager
-def _nnjax_logger_kept():
+def nnjax_logger_kept():
     """Undo ``cli.setup_logging`` on leaving (its handler writes to the stderr of the moment, and
     ``propagate=False`` would hide later logs from ``caplog``)."""
     logger = logging.getLogger("nnjax")
@@ -44,7 +44,7 @@ def _nnjax_logger_kept():
 def _restore_nnjax_logger():
     """For tests that call ``cli.run`` in process themselves (``run_experiment`` restores on its own, so a
     module-scoped fixture that runs an experiment leaves the logger as it found it)."""
-    with _nnjax_logger_kept():
+    with nnjax_logger_kept():
         yield
 
 
@@ -104,7 +104,7 @@ def run_experiment(module: str, *args: str) -> subprocess.CompletedProcess[str]:
 
     experiment = importlib.import_module(module)
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _nnjax_logger_kept():
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), nnjax_logger_kept():
         try:
             code = cli.run(experiment.main, experiment.Config, list(args), prog=module.rsplit(".", 1)[-1])
         except SystemExit as exit:  # argparse's own errors and --help

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from conftest import nnjax_logger_kept
+
 from benchmarks import accelerator
 from nnjax.errors import ConfigError
 
@@ -16,8 +18,8 @@ def smoke_result(tmp_path_factory):
     """The JSON object of one ``--smoke`` run (the last stdout line), and the copy it wrote to ``--out``."""
     out = tmp_path_factory.mktemp("accelerator") / "result.json"
     stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
-        accelerator.main(["--smoke", "--out", str(out)])
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()), nnjax_logger_kept():
+        accelerator.main(["--smoke", "--out", str(out)])  # it sets up logging: later tests' caplog must see nnjax's
     line = stdout.getvalue().strip().splitlines()[-1]
     return json.loads(line), json.loads(out.read_text())
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import chex
 import numpy as np
 import pytest
-from conftest import _nnjax_logger_kept, blob_dataset, run_experiment
+from conftest import nnjax_logger_kept, blob_dataset, run_experiment
 
 from benchmarks import streaming
 from nnjax import losses
@@ -165,7 +165,7 @@ def test_missing_unfinished_and_changed_directories_are_one_line_errors(blobs, t
 def digit_records(tmp_path_factory):
     """The digits written by the tool, as ``python -m nnjax.data.records write --data digits --out DIR`` does."""
     directory = str(tmp_path_factory.mktemp("digits") / "records")
-    with _nnjax_logger_kept():  # the tool sets up logging; later tests' caplog must still see nnjax's records
+    with nnjax_logger_kept():  # the tool sets up logging; later tests' caplog must still see nnjax's records
         assert records_main(["write", "--data", "digits", "--out", directory, "--shard-mb", "0.1"]) == 0
     return directory
 
