@@ -2,11 +2,13 @@
 
 One launch of 2 processes x 4 CPU devices trains every case in ``CASES`` (mnist_cnn and the char LM, under
 ``--parallel jit`` and ``pmap``, and the char LM sharded under ``--parallel fsdp`` on a 4 x 2 mesh), so the
-processes start and connect once; each case must give the same per-step losses, test metrics and final
-parameters (1e-5) as this process with its 8 devices and with one (which also checks one process's jit,
-pmap and fsdp against one device).
+processes start and connect once, and ends with one more run in which process 1 is SIGKILLed (a second launch
+resumes it). Each case must give the same per-step losses, test metrics and final parameters (1e-5) as this
+process with its 8 devices and with one (which also checks one process's jit, pmap and fsdp against one device).
 """
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -35,15 +37,26 @@ CASES = {  # name: (experiment, its flags, its parallelism flags)
     "lm_fsdp": ("experiments.char_lm", LM, ("--parallel", "fsdp", "--model-parallel", "2")),
 }
 PROGRAM = """
-import importlib, json, sys
+import importlib, json, os, signal, sys
 from nnjax import cli
+from nnjax.train import checkpoint
 root, cases = sys.argv[1], json.loads(sys.argv[2])
+kill_case = sys.argv[3] if len(sys.argv) > 3 else None  # the last case, in which process 1 dies after checkpoint 3
+save = checkpoint.Checkpointer.save
+def save_then_die(self, host_state, step):  # SIGKILL: no cleanup, once checkpoint 3 is complete
+    save(self, host_state, step)
+    if step == 3:
+        self._manager.wait_until_finished()
+        os.kill(os.getpid(), signal.SIGKILL)
 for name, (module, flags) in cases.items():
+    if name == kill_case and os.environ["JAX_PROCESS_ID"] == "1":
+        checkpoint.Checkpointer.save = save_then_die
     experiment = importlib.import_module(module)
     code = cli.run(experiment.main, experiment.Config, [*flags, "--workdir", f"{root}/{name}"], prog=name)
     if code:
         sys.exit(code)
 """
+KILLED = "mnist_killed"  # mnist_jit's run, in which process 1 is SIGKILLed right after its step-3 checkpoint
 
 
 def _case_flags(name: str, text_file: str, parallel: tuple[str, ...] | None = None) -> list[str]:
@@ -62,14 +75,21 @@ def text_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory, text_file):
-    """The run directories of every case trained by 2 processes x 4 CPU devices, in one launch."""
+    """(root, last stderr line, end time): the run directories of every case trained by 2 processes x 4 CPU
+    devices in one launch, which then ends as process 1 dies in the ``KILLED`` run."""
     root = tmp_path_factory.mktemp("two_processes")
     cases = {name: (CASES[name][0], _case_flags(name, text_file)) for name in CASES}
-    start = time.perf_counter()
-    code = launch([sys.executable, "-c", PROGRAM, str(root), json.dumps(cases)], processes=2, cpu_devices=4,
-                  timeout=240)
-    assert code == 0, "the 2-process launch failed (its output is above)"
-    return root, time.perf_counter() - start
+    cases[KILLED] = cases["mnist_jit"]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = launch([sys.executable, "-c", PROGRAM, str(root), json.dumps(cases), KILLED], processes=2,
+                      cpu_devices=4, timeout=240)
+    ended = time.time()
+    sys.stderr.write(err.getvalue())  # shown with a failure
+    last = err.getvalue().strip().splitlines()[-1]
+    assert code != 0 and last.startswith("nnjax.launch: process 1 exited with code -9"), (
+        "the 2-process launch failed before its kill (its output is above)")
+    return root, last, ended
 
 
 def _rows(workdir) -> list[dict]:
@@ -120,7 +140,7 @@ def one_process(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_two_processes_train_exactly_as_one_process_with_eight_devices_and_with_one(name, two_processes, text_file,
                                                                                      one_process, eight_devices):
-    root, _ = two_processes
+    root, *_ = two_processes
     module, _, parallel = CASES[name]
     references = {" ".join(flags): one_process(module, _case_flags(name, text_file, flags))
                   for flags in (parallel, ("--parallel", "none"))}
@@ -136,7 +156,7 @@ def test_two_processes_train_exactly_as_one_process_with_eight_devices_and_with_
 
 
 def test_only_the_main_process_writes_the_run_files(two_processes):
-    root, _ = two_processes
+    root, *_ = two_processes
     workdir = root / "mnist_jit"
     rows = _rows(workdir)
     assert [row["step"] for row in rows if row["kind"] == "train"] == [1, 2, 3, 4, 5, 6], "one row per step, not two"
@@ -148,7 +168,7 @@ def test_a_two_process_sharded_checkpoint_resumes_in_one_process(two_processes, 
     """The fsdp run's step-2 checkpoint, written by 2 processes x 4 devices, resumed by this process alone: its
     state is placed with this topology's shardings (one 4 x 2 mesh over 8 local devices) and ends as the
     uninterrupted 2-process run."""
-    root, _ = two_processes
+    root, *_ = two_processes
     workdir = tmp_path / "resumed"
     shutil.copytree(root / "lm_fsdp", workdir)
     shutil.rmtree(workdir / "checkpoints" / "4")
@@ -164,41 +184,19 @@ def test_a_two_process_sharded_checkpoint_resumes_in_one_process(two_processes, 
     chex.assert_trees_all_close(_without_key_bias(params), _without_key_bias(uninterrupted), atol=1e-5)
 
 
-KILL_PROCESS_1_AFTER_STEP_3 = """
-import importlib, json, os, signal, sys
-from nnjax import cli
-from nnjax.train import checkpoint
-workdir, flags = sys.argv[1], json.loads(sys.argv[2])
-save = checkpoint.Checkpointer.save
-def save_then_die(self, host_state, step):  # process 1 dies (SIGKILL: no cleanup) once checkpoint 3 is complete
-    save(self, host_state, step)
-    if step == 3 and os.environ["JAX_PROCESS_ID"] == "1":
-        self._manager.wait_until_finished()
-        os.kill(os.getpid(), signal.SIGKILL)
-checkpoint.Checkpointer.save = save_then_die
-experiment = importlib.import_module("experiments.mnist_cnn")
-sys.exit(cli.run(experiment.main, experiment.Config, [*flags, "--workdir", workdir], prog="mnist_cnn"))
-"""
-
-
-def test_a_killed_process_stops_the_run_in_one_line_and_two_processes_resume_it_exactly(two_processes, tmp_path,
-                                                                                         text_file, capsys):
-    root, _ = two_processes
-    flags = _case_flags("mnist_jit", text_file)
-    start = time.perf_counter()
-    code = launch([sys.executable, "-c", KILL_PROCESS_1_AFTER_STEP_3, str(tmp_path / "run"), json.dumps(flags)],
-                  processes=2, cpu_devices=4, timeout=120)
-    elapsed = time.perf_counter() - start
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code != 0 and elapsed < 60, (code, elapsed)
-    assert last.startswith("nnjax.launch: process 1 exited with code -9") and last.endswith(
-        "the other processes were stopped"), last
-    assert max(int(d) for d in os.listdir(tmp_path / "run" / "checkpoints") if d.isdigit()) == 3
-    code = launch([sys.executable, "-c", PROGRAM, str(tmp_path), json.dumps({"run": ("experiments.mnist_cnn", flags)})],
-                  processes=2, cpu_devices=4, timeout=120)
+def test_a_killed_process_stops_the_run_in_one_line_and_two_processes_resume_it_exactly(two_processes, text_file):
+    root, last, ended = two_processes
+    workdir = root / KILLED
+    checkpoints = workdir / "checkpoints"
+    assert max(int(d) for d in os.listdir(checkpoints) if d.isdigit()) == 3
+    assert ended - os.path.getmtime(checkpoints / "3") < 60, "the launch outlived its dead process by a minute"
+    assert last.endswith("the other processes were stopped"), last
+    resume = {KILLED: ("experiments.mnist_cnn", _case_flags("mnist_jit", text_file))}
+    code = launch([sys.executable, "-c", PROGRAM, str(root), json.dumps(resume)], processes=2, cpu_devices=4,
+                  timeout=120)
     assert code == 0, "the 2-process resume failed (its output is above)"
-    assert [row["step"] for row in _rows(tmp_path / "run") if row["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
-    (step, params), (uninterrupted_step, uninterrupted) = _final_params(tmp_path / "run"), _final_params(root / "mnist_jit")
+    assert [row["step"] for row in _rows(workdir) if row["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    (step, params), (uninterrupted_step, uninterrupted) = _final_params(workdir), _final_params(root / "mnist_jit")
     assert step == uninterrupted_step == 6
     chex.assert_trees_all_equal(params, uninterrupted)
 
