@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnjax.models.attention import MultiHeadAttention, causal_mask, key_padding_mask
 from nnjax.logical_axes import logical_init
+from nnjax.models.attention import MultiHeadAttention, causal_mask, key_padding_mask
 from nnjax.models.layers import masked_mean, padding_mask
 
 POOLINGS = ("mean", "cls")

@@ -120,17 +120,7 @@ class Parallel:
         mesh = Mesh(np.array(jax.devices()), ("data",))
         replicated = NamedSharding(mesh, P())
         sharded = NamedSharding(mesh, P("data"))
-        constrain = lambda batch: jax.lax.with_sharding_constraint(batch, sharded)  # noqa: E731
-        self._train_step = jax.jit(
-            step, in_shardings=(replicated, sharded), out_shardings=(replicated, replicated), donate_argnums=0
-        )
-        self._train_chunk = jax.jit(
-            make_train_chunk(step, constrain),
-            in_shardings=(replicated, replicated, replicated, replicated),
-            out_shardings=(replicated, replicated),
-            donate_argnums=0,
-        )
-        self._eval_step = jax.jit(eval_step, in_shardings=(replicated, sharded), out_shardings=replicated)
+        self._jit_steps(step, eval_step, replicated, sharded, replicated)
         put = global_put if jax.process_count() > 1 else jax.device_put
         self.place_state = lambda state: put(state, replicated)
         self.place_batch = lambda batch: put(batch, sharded)
@@ -139,27 +129,31 @@ class Parallel:
         self._host_metrics = lambda m: m
         self._batch_sharding = sharded
 
+    def _jit_steps(
+        self, step: TrainStep, eval_step: EvalStep, state: Any, batch: NamedSharding, replicated: NamedSharding
+    ) -> None:
+        """The train step, the scanned chunk and the eval step, jitted for a state laid out as ``state`` (one
+        sharding, or a tree of them) and batches as ``batch``; metrics and the chunk's data replicated."""
+        constrain = lambda b: jax.lax.with_sharding_constraint(b, batch)  # noqa: E731
+        self._train_step = jax.jit(step, in_shardings=(state, batch), out_shardings=(state, replicated), donate_argnums=0)
+        self._train_chunk = jax.jit(
+            make_train_chunk(step, constrain),
+            in_shardings=(state, replicated, replicated, replicated),
+            out_shardings=(state, replicated),
+            donate_argnums=0,
+        )
+        self._eval_step = jax.jit(eval_step, in_shardings=(state, batch), out_shardings=replicated)
+
     def _init_fsdp(self, step: TrainStep, eval_step: EvalStep, param_axes: dict) -> None:
         """Shardings of the state depend on its shapes, so the steps are jitted when the first state is placed."""
         mesh = self._mesh
         replicated, batch_sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
         put = global_put if jax.process_count() > 1 else jax.device_put
-        constrain = lambda batch: jax.lax.with_sharding_constraint(batch, batch_sharded)  # noqa: E731
 
         def place_state(state: TrainState) -> TrainState:
             if self.state_shardings is None:
-                shardings = self.state_shardings = sharding.state_shardings(state, mesh, param_axes)
-                self._train_step = jax.jit(
-                    step, in_shardings=(shardings, batch_sharded), out_shardings=(shardings, replicated),
-                    donate_argnums=0,
-                )
-                self._train_chunk = jax.jit(
-                    make_train_chunk(step, constrain),
-                    in_shardings=(shardings, replicated, replicated, replicated),
-                    out_shardings=(shardings, replicated),
-                    donate_argnums=0,
-                )
-                self._eval_step = jax.jit(eval_step, in_shardings=(shardings, batch_sharded), out_shardings=replicated)
+                self.state_shardings = sharding.state_shardings(state, mesh, param_axes)
+                self._jit_steps(step, eval_step, self.state_shardings, batch_sharded, replicated)
             return put(state, self.state_shardings)
 
         self._train_step = self._train_chunk = self._eval_step = None
