@@ -33,7 +33,6 @@ from nnjax.errors import ConfigError
 from nnjax.logical_axes import logical_axes_boxed
 
 LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
-    ("batch", "data"),
     ("embed", "data"),
     ("mlp", "model"),
     ("heads", "model"),
