@@ -182,7 +182,6 @@ class Parallel:
         self.place_batch = lambda batch: {
             k: v.reshape(devices, -1, *v.shape[1:])[first : first + local] for k, v in batch.items()
         }
-        self._pmap_rows = (first, local)
         self.host_state = lambda state: jax.device_get(jax_utils.unreplicate(state))
         self._host_metrics = lambda m: jax.tree.map(lambda x: x[0], m)
 
@@ -191,10 +190,10 @@ class Parallel:
         process): a process that reads only these rows from disk feeds ``place_local_batch`` with them."""
         if self.mode == "none" or jax.process_count() == 1:
             return slice(0, batch_size)
-        if self.mode == "pmap":
-            first, local = self._pmap_rows
+        if self.mode == "pmap":  # this process's devices are rows first.. of the [devices, ...] batch, as place_batch
+            local = jax.local_device_count()
             per_device = batch_size // self.num_devices
-            return slice(first * per_device, (first + local) * per_device)
+            return slice(jax.process_index() * local * per_device, (jax.process_index() + 1) * local * per_device)
         starts_stops = {
             (index[0].start or 0, batch_size if index[0].stop is None else index[0].stop)
             for index in self._batch_sharding.addressable_devices_indices_map((batch_size,)).values()
