@@ -14,6 +14,7 @@ from conftest import REPO_ROOT, run_cli, run_experiment
 from experiments import mlp_mnist, mnist_cnn
 from nnjax import cli
 from nnjax.config import TrainConfig, parse_config
+from nnjax.train import read_checkpoint
 
 FAST = ("--data", "digits", "--batch-size", "32", "--eval-batch-size", "120")
 
@@ -80,15 +81,8 @@ def _latest_checkpoint(workdir: str) -> int:
 
 
 def _restore_params(workdir: str):
-    import orbax.checkpoint as ocp
-
-    from nnjax.train import Checkpointer
-
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), 3)
-    step = checkpointer.latest_step()
-    restored = ocp.StandardCheckpointer().restore(os.path.join(checkpointer.directory, str(step), "state"))
-    checkpointer.close()
-    return step, restored["params"]
+    step, state = read_checkpoint(os.path.join(workdir, "checkpoints"))
+    return step, state["params"]
 
 
 KILL_AFTER_CHECKPOINT = """

@@ -23,6 +23,7 @@ from conftest import run_experiment
 from nnjax import distributed
 from nnjax.errors import ConfigError
 from nnjax.launch import launch
+from nnjax.train import read_checkpoint
 
 DIGITS = ("--data", "digits", "--batch-size", "64", "--eval-batch-size", "200", "--steps", "6",
           "--log-every-steps", "1", "--checkpoint-every-steps", "3")
@@ -98,11 +99,8 @@ def _rows(workdir) -> list[dict]:
 
 
 def _final_params(workdir):
-    import orbax.checkpoint as ocp
-
-    checkpoints = os.path.join(workdir, "checkpoints")
-    step = max(int(d) for d in os.listdir(checkpoints) if d.isdigit())
-    return step, ocp.StandardCheckpointer().restore(os.path.join(checkpoints, str(step), "state"))["params"]
+    step, state = read_checkpoint(os.path.join(workdir, "checkpoints"))
+    return step, state["params"]
 
 
 def _without_key_bias(params):
@@ -165,15 +163,18 @@ def test_only_the_main_process_writes_the_run_files(two_processes):
 
 
 def test_a_two_process_sharded_checkpoint_resumes_in_one_process(two_processes, text_file, tmp_path, eight_devices):
-    """The fsdp run's step-2 checkpoint, written by 2 processes x 4 devices, resumed by this process alone: its
-    state is placed with this topology's shardings (one 4 x 2 mesh over 8 local devices) and ends as the
-    uninterrupted 2-process run."""
+    """The fsdp run's step-2 checkpoint, whose shards 2 processes x 4 devices wrote each their own, resumed by this
+    process alone: restored into this topology's shardings (one 4 x 2 mesh over 8 local devices), its checksums
+    (computed on the devices of 2 processes when saved, on this host now) agree, and it ends as the uninterrupted
+    2-process run."""
     root, *_ = two_processes
     workdir = tmp_path / "resumed"
     shutil.copytree(root / "lm_fsdp", workdir)
     shutil.rmtree(workdir / "checkpoints" / "4")
     rows = [row for row in _rows(workdir) if row["step"] <= 2]
     (workdir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    saved = workdir / "checkpoints" / "2" / "state"
+    assert {"ocdbt.process_0", "ocdbt.process_1"} <= {p.name for p in saved.iterdir()}, "each process wrote its shards"
     done = run_experiment("experiments.char_lm", *_case_flags("lm_fsdp", text_file), "--workdir", str(workdir))
     assert done.returncode == 0, done.stderr
     assert "resumed from checkpoint step 2" in done.stderr
@@ -185,20 +186,38 @@ def test_a_two_process_sharded_checkpoint_resumes_in_one_process(two_processes, 
 
 
 def test_a_killed_process_stops_the_run_in_one_line_and_two_processes_resume_it_exactly(two_processes, text_file):
+    """Process 1 died after checkpoint 3: the launch ended in one line, and a second launch resumes the run to the
+    uninterrupted run's parameters; in the same launch, an fsdp run whose newest checkpoint is truncated resumes
+    from the checkpoint before, both processes agreeing that it is damaged."""
     root, last, ended = two_processes
     workdir = root / KILLED
     checkpoints = workdir / "checkpoints"
     assert max(int(d) for d in os.listdir(checkpoints) if d.isdigit()) == 3
     assert ended - os.path.getmtime(checkpoints / "3") < 60, "the launch outlived its dead process by a minute"
     assert last.endswith("the other processes were stopped"), last
-    resume = {KILLED: ("experiments.mnist_cnn", _case_flags("mnist_jit", text_file))}
-    code = launch([sys.executable, "-c", PROGRAM, str(root), json.dumps(resume)], processes=2, cpu_devices=4,
-                  timeout=120)
+    damaged = root / "lm_fsdp_damaged"  # the fsdp run, whose last checkpoint is truncated
+    shutil.copytree(root / "lm_fsdp", damaged)
+    for data_file in (damaged / "checkpoints" / "4" / "state").rglob("*"):
+        if data_file.parent.name == "d":  # the array data, as each process wrote it and as orbax merged it
+            data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    rows = [row for row in _rows(damaged) if row["step"] <= 2]
+    (damaged / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    resume = {KILLED: ("experiments.mnist_cnn", _case_flags("mnist_jit", text_file)),
+              damaged.name: ("experiments.char_lm", _case_flags("lm_fsdp", text_file))}
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = launch([sys.executable, "-c", PROGRAM, str(root), json.dumps(resume)], processes=2, cpu_devices=4,
+                      timeout=120)
+    sys.stderr.write(err.getvalue())  # shown with a failure
     assert code == 0, "the 2-process resume failed (its output is above)"
     assert [row["step"] for row in _rows(workdir) if row["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
     (step, params), (uninterrupted_step, uninterrupted) = _final_params(workdir), _final_params(root / "mnist_jit")
     assert step == uninterrupted_step == 6
     chex.assert_trees_all_equal(params, uninterrupted)
+    # Both processes set the damaged checkpoint aside (one moved it) and resumed from step 2, to the same end.
+    assert sum("checkpoint step 4 is damaged" in line for line in err.getvalue().splitlines()) == 2
+    assert (damaged / "checkpoints_damaged" / "4").is_dir() and "resumed from checkpoint step 2" in err.getvalue()
+    chex.assert_trees_all_equal(_final_params(damaged), _final_params(root / "lm_fsdp"))
 
 
 @pytest.mark.parametrize(

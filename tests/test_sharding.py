@@ -1,22 +1,27 @@
 """``--parallel fsdp`` (``nnjax.train.sharding``) on 8 fake CPU devices: the rules table, where each leaf of the
-state lives, bytes per device, and the same training as one device.
+state lives, bytes per device, the same training as one device, and sharded checkpoints restored on another mesh.
 
 The two-process fsdp run is one of ``tests/test_distributed.py``'s cases.
 """
 
 import chex
 import flax.linen as nn
+import hypothesis
+import hypothesis.strategies as st
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from nnjax import losses
 from nnjax.errors import ConfigError
 from nnjax.models import MnistCNN
 from nnjax.models.transformer import TransformerLM
-from nnjax.train import Parallel, create_train_state
+from nnjax.train import Checkpointer, Parallel, checkpoint, create_train_state, read_checkpoint
+from nnjax.train.parallel import global_put
 from nnjax.train.sharding import make_mesh, param_logical_axes, param_spec
 
 LM = TransformerLM(vocab_size=17, block_size=8, d_model=16, num_heads=2, num_layers=1)
@@ -114,3 +119,54 @@ def test_model_parallel_needs_fsdp_and_a_divisor_of_the_devices(eight_devices):
         Parallel("fsdp", losses.classification, B, B, model_parallel=3)
     with pytest.raises(ConfigError, match="--batch-size 6 is not divisible by the 4 data-parallel replicas"):
         Parallel("fsdp", losses.classification, 6, 8, model_parallel=2)
+
+
+def test_a_sharded_checkpoint_is_restored_into_another_meshs_shardings(eight_devices, lm_state, tmp_path):
+    """Saved from a 4 x 2 mesh as sharded arrays, restored through ``restore_target`` of a 2 x 4 mesh: every leaf
+    arrives with that mesh's sharding and the saved values."""
+    state, x = lm_state
+    axes = param_logical_axes(LM, x)
+    saving = Parallel("fsdp", losses.next_token, B, B, model_parallel=2, param_axes=axes)
+    checkpoints = Checkpointer(str(tmp_path / "checkpoints"), 2)
+    checkpoints.save(saving.checkpoint_state(saving.place_state(state)), 1)
+    checkpoints.close()
+    restoring = Parallel("fsdp", losses.next_token, B, B, model_parallel=4, param_axes=axes)
+    target = restoring.restore_target(state)
+    step, restored = Checkpointer(str(tmp_path / "checkpoints"), 2).restore(target)
+    assert step == 1
+    for leaf, wanted in zip(jax.tree.leaves(restored), jax.tree.leaves(target)):
+        assert leaf.sharding == wanted.sharding
+    mlp_in = restored.params["block_0"]["mlp_in"]["kernel"]  # [16, 64]: embed over data 2, mlp over model 4
+    assert {shard.data.shape for shard in mlp_in.addressable_shards} == {(8, 16)}
+    kept = global_put(restored, restoring.state_shardings)  # placed already: kept, as no process has them whole
+    assert all(a is b for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(restored)))
+    chex.assert_trees_all_equal(jax.device_get(restored), state)
+    chex.assert_trees_all_equal(read_checkpoint(str(tmp_path / "checkpoints"))[1]["params"], state.params)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16, np.int32, np.uint32, np.int8, np.bool_])
+def test_checksums_of_sharded_arrays_are_those_of_their_host_copy(eight_devices, dtype):
+    rng = np.random.default_rng(0)
+    host = {"m": (rng.normal(size=(8, 6)) * 50).astype(dtype), "s": np.asarray(3, dtype), "v": rng.normal(size=5)}
+    host["v"] = host["v"].astype(dtype)
+    mesh = make_mesh(2)
+    specs = {"m": P("data", "model"), "s": P(), "v": P()}
+    placed = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in host.items()}
+    on_device, finite = checkpoint._device_checksums(jax.tree.leaves(placed))
+    sums = np.asarray(on_device).reshape(-1, 2)
+    assert [f"{a:08x}{b:08x}" for a, b in sums] == list(checkpoint.state_checksums(host)[0].values())
+    assert bool(finite)
+
+
+@hypothesis.settings(max_examples=50, deadline=None)
+@hypothesis.given(st.integers(0, 11), st.integers(0, 11), st.integers(0, 31))
+def test_any_changed_value_or_swap_changes_a_checksum(i, j, bit):
+    words = np.random.default_rng(1).integers(0, 2**32, 12, dtype=np.uint32)
+    original = checkpoint.state_checksums({"w": words.view(np.float32)})[0]
+    flipped = words.copy()
+    flipped[i] ^= np.uint32(1 << bit)
+    assert checkpoint.state_checksums({"w": flipped.view(np.float32)})[0] != original
+    if words[i] != words[j]:
+        swapped = words.copy()
+        swapped[[i, j]] = words[[j, i]]
+        assert checkpoint.state_checksums({"w": swapped.view(np.float32)})[0] != original

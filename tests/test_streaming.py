@@ -25,6 +25,7 @@ from nnjax.errors import ConfigError, DataUnavailableError, FileFormatError, Wor
 from nnjax.launch import launch
 from nnjax.models import MnistCNN
 from nnjax.tasks import fit
+from nnjax.train import read_checkpoint
 
 MODEL = MnistCNN(num_classes=4, conv_features=4, hidden=8)
 STEPS = 12  # two epochs of the 205 blob training rows (80 % of 256) in batches of 32: 6 steps each
@@ -236,10 +237,7 @@ def test_two_processes_read_disjoint_rows_whose_union_is_the_epoch_and_train_as_
     ours, theirs = rows(tmp_path / "run"), rows(tmp_path / "reference")
     assert [r[:2] for r in ours] == [r[:2] for r in theirs]
     np.testing.assert_allclose([r[2] for r in ours], [r[2] for r in theirs], atol=1e-5)
-    import orbax.checkpoint as ocp
-
-    params = [ocp.StandardCheckpointer().restore(str(tmp_path / w / "checkpoints" / str(steps) / "state"))["params"]
-              for w in ("run", "reference")]
+    params = [read_checkpoint(tmp_path / w / "checkpoints", steps)[1]["params"] for w in ("run", "reference")]
     chex.assert_trees_all_close(*params, atol=1e-5)
 
 

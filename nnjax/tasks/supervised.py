@@ -118,6 +118,12 @@ class Supervised(Task):
     def fetch(self, state: TrainState) -> TrainState:
         return self.parallel.host_state(state)
 
+    def checkpoint_state(self, state: TrainState) -> TrainState:
+        return self.parallel.checkpoint_state(state)
+
+    def restore_target(self, host_state: TrainState) -> Any:
+        return self.parallel.restore_target(host_state)
+
     def batch_indices(self, start: int, stop: int) -> np.ndarray:
         """Rows [C, B] of the training split for global steps ``start+1 .. stop`` (within one epoch).
 

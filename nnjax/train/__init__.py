@@ -1,6 +1,6 @@
 """The training engine every regime runs on: the runner, state, steps, parallelism, checkpoints, writer."""
 
-from nnjax.train.checkpoint import Checkpointer
+from nnjax.train.checkpoint import Checkpointer, read_checkpoint
 from nnjax.train.compiled import Compiled
 from nnjax.train.parallel import Parallel
 from nnjax.train.runner import RunResult, Schedule, Task, run
@@ -22,5 +22,6 @@ __all__ = [
     "make_train_chunk",
     "make_train_step",
     "model_variables",
+    "read_checkpoint",
     "run",
 ]

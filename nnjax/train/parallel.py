@@ -57,6 +57,10 @@ class Parallel:
     ``grad_accum_steps`` and ``precision`` are the memory options of ``make_train_step``. Under ``fsdp``,
     ``model_parallel`` is the size of the mesh's ``model`` axis and ``param_axes`` the model's logical axis names
     (``nnjax.train.sharding.param_logical_axes``; parameters without names are sharded by shape).
+
+    ``checkpoint_state(state)`` is what a checkpoint of a placed state saves (its host copy; under ``fsdp`` the
+    sharded state itself, each process writing its shards) and ``restore_target(host_state)`` what it is
+    restored into (the host state; under ``fsdp`` shape/dtype structs with the shardings ``place_state`` gives).
     """
 
     def __init__(
@@ -92,6 +96,8 @@ class Parallel:
         step = make_train_step(objective, "batch" if mode == "pmap" else None, augment, grad_accum_steps, precision)
         eval_step = make_eval_step(objective, "batch" if mode == "pmap" else None, precision)
         self.state_shardings: Any = None  # a tree of shardings once a state is placed (fsdp), else None
+        self.checkpoint_state = lambda state: self.host_state(state)  # what a checkpoint of a placed state saves
+        self.restore_target = lambda host_state: host_state  # what a checkpoint is restored into
         if mode == "none":
             self._init_single(step, eval_step)
         elif mode == "jit":
@@ -150,14 +156,22 @@ class Parallel:
         replicated, batch_sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
         put = global_put if jax.process_count() > 1 else jax.device_put
 
-        def place_state(state: TrainState) -> TrainState:
+        def shardings(state: TrainState) -> Any:
             if self.state_shardings is None:
                 self.state_shardings = sharding.state_shardings(state, mesh, param_axes)
                 self._jit_steps(step, eval_step, self.state_shardings, batch_sharded, replicated)
-            return put(state, self.state_shardings)
+            return self.state_shardings
+
+        def restore_target(host_state: TrainState) -> Any:
+            return jax.tree.map(
+                lambda x, s: jax.ShapeDtypeStruct(np.shape(x), jax.dtypes.canonicalize_dtype(np.result_type(x)), sharding=s),
+                host_state, shardings(host_state),
+            )
 
         self._train_step = self._train_chunk = self._eval_step = None
-        self.place_state = place_state
+        self.place_state = lambda state: put(state, shardings(state))
+        self.checkpoint_state = lambda state: state  # each process writes its own shards
+        self.restore_target = restore_target
         self.place_batch = lambda batch: put(batch, batch_sharded)
         self.place_data = lambda data: put(data, replicated)
         self.host_state = jax.device_get if jax.process_count() == 1 else _gather
@@ -255,6 +269,8 @@ def global_put(tree: Any, sharding: NamedSharding | Any) -> Any:
     tree of them): each process materialises only the shards of its own devices (``jax.device_put`` would compare
     the values across processes first)."""
     def put(x: Any, leaf_sharding: NamedSharding) -> jax.Array:
+        if isinstance(x, jax.Array) and x.sharding == leaf_sharding:  # placed already (a restored checkpoint)
+            return x
         x = np.asarray(x)
         return jax.make_array_from_callback(x.shape, leaf_sharding, lambda index: x[index])
 

@@ -37,7 +37,7 @@ from nnjax import plots
 from nnjax.config import ResumableConfig
 from nnjax.distributed import is_main_process
 from nnjax.errors import TrainingDivergedError, WorkdirError
-from nnjax.train.checkpoint import Checkpointer
+from nnjax.train.checkpoint import Checkpointer, NonFiniteStateError
 from nnjax.train.compiled import Compiled
 from nnjax.train.rundir import open_run_directory
 from nnjax.train.writer import MetricWriter
@@ -102,8 +102,9 @@ class Schedule:
 class Task:
     """A training regime on the runner. Subclasses implement ``init_state`` and ``train_chunk``.
 
-    The state is any pytree; a checkpoint holds its host (numpy) copy. ``place``/``fetch`` move it to
-    and from the devices (default: ``jax.device_put``/``jax.device_get``). ``compiled`` compiles the
+    The state is any pytree. ``place``/``fetch`` move it to and from the devices (default:
+    ``jax.device_put``/``jax.device_get``); a checkpoint holds ``checkpoint_state`` (the host copy by default)
+    and is restored into ``restore_target``. ``compiled`` compiles the
     task's jitted functions ahead of time and measures it, so the runner reports compile time apart
     from training time. ``examples_per_step`` (0: none) gives the throughput, reported as
     ``throughput_key``.
@@ -125,6 +126,17 @@ class Task:
 
     def fetch(self, state: Any) -> Any:
         return jax.device_get(state)
+
+    def checkpoint_state(self, state: Any) -> Any:
+        """What a checkpoint of the placed ``state`` saves: its host copy (``fetch``) by default; a task whose
+        state is sharded across processes returns it as it is, and each process writes its own shards."""
+        return self.fetch(state)
+
+    def restore_target(self, host_state: Any) -> Any:
+        """What a checkpoint is restored into, given the initial host state: that state (restored as host arrays)
+        by default; a sharded task returns ``jax.ShapeDtypeStruct``s with the shardings ``place`` would give, and
+        ``place`` then takes the restored global arrays as they are."""
+        return host_state
 
     def train_chunk(self, state: Any, start: int, stop: int) -> tuple[Any, Metrics]:
         """Run global steps ``start+1 .. stop``; returns (state, metrics stacked per step: [C] or [C, seeds])."""
@@ -180,11 +192,11 @@ def run(
 
 def _resume_and_train(task: Task, schedule: Schedule, workdir: str, checkpoints: Checkpointer, title: str) -> RunResult:
     """``run`` inside its locked run directory: restore the newest intact checkpoint, train, evaluate, summarise."""
-    host_state = task.init_state()
+    initial = task.init_state()  # host arrays; a restored checkpoint may instead be placed already (sharded tasks)
     start = None
-    restored = checkpoints.restore(host_state)
+    restored = checkpoints.restore(task.restore_target(initial))
     if restored is not None:
-        start, host_state = restored
+        start, initial = restored
         if start > schedule.total_steps:
             raise WorkdirError(
                 f"{workdir} has trained {start} {schedule.unit}s, more than the {schedule.total_steps} this run asks "
@@ -193,7 +205,7 @@ def _resume_and_train(task: Task, schedule: Schedule, workdir: str, checkpoints:
     writer = MetricWriter(workdir, resume_step=start)
     try:
         _warn_lost_history(writer, start or 0)
-        state, seconds, steps_run = _loop(task, schedule, task.place(host_state), start or 0, checkpoints, writer)
+        state, seconds, steps_run = _loop(task, schedule, task.place(initial), start or 0, checkpoints, writer)
         final = task.final_metrics(state)
         if final:
             writer.write({"kind": "test", "step": schedule.total_steps, **final})
@@ -314,19 +326,12 @@ def _check_finite(metrics: Metrics, start: int, checkpoints: Checkpointer) -> No
         )
 
 
-def all_finite(tree: Any) -> bool:
-    """Whether every floating-point leaf of ``tree`` is finite."""
-    return all(
-        np.isfinite(leaf).all() for leaf in jax.tree.leaves(tree) if np.issubdtype(np.asarray(leaf).dtype, np.inexact)
-    )
-
-
 def _save(task: Task, state: Any, checkpoints: Checkpointer, step: int) -> None:
-    """Checkpoint a host copy of the state at ``step``, refusing a state with non-finite values."""
-    host_state = task.fetch(state)
-    if not all_finite(host_state):
+    """Checkpoint ``task.checkpoint_state(state)`` at ``step``, refusing a state with non-finite values."""
+    try:
+        checkpoints.save(task.checkpoint_state(state), step)
+    except NonFiniteStateError as err:
         raise TrainingDivergedError(
             f"the training state became NaN/Inf by step {step}; not checkpointed. "
             f"Last good checkpoint: step {checkpoints.latest_step()} in {checkpoints.directory}."
-        )
-    checkpoints.save(host_state, step)
+        ) from err
