@@ -5,6 +5,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 
 # The XLA flags of the process that started pytest: ``test_canary`` checks the compiler with these.
 USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
@@ -18,6 +19,9 @@ os.environ["XLA_FLAGS"] = " ".join(
 # threefry generator, but XLA:CPU compiles the draws of a model init ~2x faster, and compilation is
 # most of the suite's time. Set in the environment so CLI subprocesses and notebooks use it too.
 os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "false")
+# Tests never fetch data (nnjax.data.packaged) and never see the user's cache: an empty one per worker.
+os.environ["NNJAX_OFFLINE"] = "1"
+os.environ["NNJAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="nnjax-test-cache-")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

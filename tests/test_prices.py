@@ -66,12 +66,12 @@ def test_load_stock_sorts_by_date_filters_the_ticker_and_prefers_adjusted_close(
         prices.load_stock("CCC", path)
 
 
-def test_load_stock_without_the_package_says_how_to_install_it(monkeypatch):
+def test_load_stock_without_the_data_says_how_to_fetch_it(monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "bokeh_sampledata" else real_find_spec(name, *a)
     )
-    with pytest.raises(DataUnavailableError, match="pip install --no-deps bokeh_sampledata"):
+    with pytest.raises(DataUnavailableError, match="nnjax data fetch stocks"):
         prices.load_stock("AAPL")
 
 

@@ -168,11 +168,11 @@ def test_shape_primitives():
 
 @pytest.fixture
 def fake_stardist(tmp_path, monkeypatch):
-    """A fake ``stardist`` package holding a 64x64 image and instance labels 0..5, first on sys.path."""
-    tifffile = pytest.importorskip("tifffile")
+    """A fake copy of stardist's files: a 64x64 image and instance labels 0..5."""
+    import tifffile
+
     images = tmp_path / "stardist" / "data" / "images"
     images.mkdir(parents=True)
-    (tmp_path / "stardist" / "__init__.py").write_text("raise ImportError('stardist must not be imported')\n")
     rng = np.random.default_rng(5)
     labels = np.zeros((64, 64), np.uint16)
     for i, (r, c) in enumerate(rng.integers(0, 56, (5, 2)), start=1):
@@ -180,8 +180,7 @@ def fake_stardist(tmp_path, monkeypatch):
     image = (labels > 0) * 200 + rng.integers(0, 20, (64, 64))
     tifffile.imwrite(images / "img2d.tif", image.astype(np.uint16))
     tifffile.imwrite(images / "mask2d.tif", labels)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.invalidate_caches()
+    monkeypatch.setattr(segmentation, "files_dir", lambda name: str(tmp_path / "stardist") if name == "nuclei" else None)
     return labels
 
 
@@ -199,9 +198,9 @@ def test_nuclei_tiles_split_by_columns(fake_stardist):
     assert data.name == "nuclei" and data.train["x"].shape == (35, 16, 16, 1)
 
 
-def test_nuclei_unavailable_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(DataUnavailableError, match="pip install --no-deps stardist tifffile"):
+def test_nuclei_unavailable_says_how_to_fetch(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(DataUnavailableError, match="nnjax data fetch nuclei"):
         segmentation.load_nuclei()
 
 

@@ -17,14 +17,13 @@ from typing import NamedTuple
 import numpy as np
 
 from nnjax.apps import finance
-from nnjax.data.sources import package_dir
+from nnjax.data.packaged import files_dir
 from nnjax.data.timeseries import MinMaxScaler, time_split
 from nnjax.errors import DataUnavailableError
 
 SYMBOLS = ("AAPL", "IBM", "MSFT", "GOOG", "FB")
 FEATURES = ("close", "sma", "rsi", "macd")
 SPLITS = ("train", "val", "test")
-_INSTALL = "pip install --no-deps bokeh_sampledata"
 
 
 class Prices(NamedTuple):
@@ -36,16 +35,10 @@ class Prices(NamedTuple):
 
 
 def bokeh_stocks_path() -> str:
-    """Path of ``stocks.csv.gz`` inside the installed ``bokeh_sampledata`` package (found without importing it).
-
-    Importing the package's ``stocks`` module would parse every ticker; only the file is needed.
-    Raises ``DataUnavailableError`` saying how to install the package when it is missing.
-    """
-    package = package_dir("bokeh_sampledata", f"stock prices need the bokeh_sampledata package: {_INSTALL}")
-    path = os.path.join(package, "_data", "stocks.csv.gz")
-    if not os.path.isfile(path):
-        raise DataUnavailableError(f"bokeh_sampledata has no {path}; reinstall it: {_INSTALL}")
-    return path
+    """Path of ``bokeh_sampledata``'s ``stocks.csv.gz`` (``nnjax.data.packaged``: installed, cached or fetched once;
+    DataUnavailableError if none can be). Importing the package's ``stocks`` module would parse every ticker;
+    only the file is needed."""
+    return os.path.join(files_dir("stocks"), "_data", "stocks.csv.gz")
 
 
 def _column(name: str) -> str:

@@ -7,8 +7,8 @@ masks ``'y'`` float32 [N, H, W] (1 = foreground); ``num_classes`` is 2.
   exactly the set of pixels painted), with a random background level, per-shape intensities, a
   smooth illumination gradient and additive Gaussian noise. Seeded numpy.
 - ``load_nuclei``: the 512x512 fluorescence image of nuclei (2018 Kaggle Data Science Bowl, Caicedo
-  et al. 2019) and its instance labels that the ``stardist`` package ships, read with ``tifffile``
-  without importing stardist (its import needs TensorFlow). Labels are binarised (> 0). The right
+  et al. 2019) and its instance labels that the ``stardist`` package ships (``nnjax.data.packaged``:
+  fetched once, never installed or imported: its import needs TensorFlow), read with ``tifffile``. Labels are binarised (> 0). The right
   ``test_fraction`` of the image's columns is held out whole: training tiles come only from the left
   part, test tiles only from the right, so no test pixel is ever seen in training.
 - ``dihedral_augment``: random flips and transposes of square tiles (image and mask together) for
@@ -25,10 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax.data.registry import Dataset
-from nnjax.data.sources import package_dir
+from nnjax.data.packaged import files_dir
 from nnjax.errors import DataUnavailableError
 
-INSTALL_HINT = "pip install --no-deps stardist tifffile"
 NUCLEI_FILES = ("data/images/img2d.tif", "data/images/mask2d.tif")
 
 
@@ -125,26 +124,17 @@ class Tiles(NamedTuple):
 
 
 def stardist_nuclei_files() -> tuple[str, str]:
-    """Paths of the nuclei image and its label image inside the installed ``stardist`` package.
-
-    Found with ``importlib.util.find_spec`` (stardist is never imported); ``DataUnavailableError``
-    saying how to install it when the package or the files are missing.
-    """
-    package = package_dir("stardist", f"the nuclei image ships with the stardist package: {INSTALL_HINT}")
-    paths = tuple(os.path.join(package, name) for name in NUCLEI_FILES)
-    missing = [p for p in paths if not os.path.exists(p)]
-    if missing:
-        raise DataUnavailableError(f"stardist is installed but {missing[0]} is missing; reinstall: {INSTALL_HINT}")
-    return paths
+    """Paths of the nuclei image and its label image from the ``stardist`` package (``nnjax.data.packaged``:
+    installed, cached or fetched once, never imported; DataUnavailableError if none can be)."""
+    package = files_dir("nuclei")
+    return tuple(os.path.join(package, name) for name in NUCLEI_FILES)
 
 
 def read_nuclei() -> tuple[np.ndarray, np.ndarray]:
     """The nuclei image (as stored, [H, W]) and its binarised mask float32 [H, W] (labels > 0)."""
+    import tifffile  # a dependency of nnjax, imported only here (it is slow to import)
+
     image_path, label_path = stardist_nuclei_files()
-    try:
-        import tifffile
-    except ImportError as err:
-        raise DataUnavailableError(f"reading the nuclei image needs tifffile: {INSTALL_HINT}") from err
     image, labels = tifffile.imread(image_path), tifffile.imread(label_path)
     if image.ndim != 2 or image.shape != labels.shape:
         raise DataUnavailableError(
@@ -196,7 +186,7 @@ def nuclei_tiles(size: int = 64, train_stride: int | None = None, test_fraction:
 
 
 def load_nuclei(size: int = 64, train_stride: int | None = None, test_fraction: float = 0.25) -> Dataset:
-    """The stardist nuclei tiles (``nuclei_tiles``) as a ``Dataset``; ``DataUnavailableError`` without stardist/tifffile."""
+    """The stardist nuclei tiles (``nuclei_tiles``) as a ``Dataset``; ``DataUnavailableError`` if the image cannot be had."""
     train, test = nuclei_tiles(size, train_stride, test_fraction)
     source = (
         f"stardist nuclei image (2018 DSB), {len(train.x)} training tiles {size}x{size} from the left columns, "

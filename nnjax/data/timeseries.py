@@ -1,25 +1,26 @@
 """Univariate time series for forecasting (seed 001·14): series, windows, splits, scalers.
 
-``load_series`` gives the synthetic noisy sine or one of two real series shipped with statsmodels
-(yearly sunspot numbers, monthly Mauna Loa CO2). Everything is NumPy on the host. Scalers are
+``load_series`` gives the synthetic noisy sine or one of two real series whose CSV files ship with
+statsmodels (yearly sunspot numbers, monthly Mauna Loa CO2; ``nnjax.data.packaged`` fetches the two files
+once, statsmodels is never installed or imported). Everything is NumPy on the host. Scalers are
 frozen dataclasses: ``fit`` (a classmethod) learns their statistics from the training part only;
 ``transform``/``inverse_transform`` are pure.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-import importlib
-import importlib.util
+import datetime
+import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-from nnjax.errors import DataUnavailableError
+from nnjax.data.packaged import files_dir
 
 SERIES = ("sine", "sunspots", "co2")
-_INSTALL = "pip install statsmodels"
 
 
 def noisy_sine(
@@ -60,32 +61,55 @@ def load_series(name: str, points: int = 1000, noise: float = 0.1, seed: int = 0
       the weeks present (526 months, 1958-03 to 2001-12) and the 5 months with no data at all
       (1958-06, 1958-10, 1964-02 to 1964-04) are filled by linear interpolation in time.
 
-    The real series need the ``statsmodels`` package (its data files ship with it; nothing is
-    downloaded); ``DataUnavailableError`` says how to install it when it is missing.
+    The real series are statsmodels' CSV files (``nnjax.data.packaged``: installed, cached or fetched once);
+    ``DataUnavailableError`` says how to get them when they cannot be had.
     """
     if name == "sine":
         values_T = noisy_sine(points, noise, seed)
         return Series(name, values_T, np.linspace(0.0, 100.0, points), "nnjax.data.timeseries.noisy_sine (synthetic)")
     if name not in SERIES:
         raise ValueError(f"name must be one of {', '.join(SERIES)}, got {name!r}")
-    if importlib.util.find_spec("statsmodels") is None:
-        raise DataUnavailableError(f"the {name!r} series ships with the statsmodels package: {_INSTALL}")
-    frame = importlib.import_module(f"statsmodels.datasets.{name}").load_pandas().data
+    rows = _csv_rows(os.path.join(files_dir("statsmodels_series"), "datasets", name, f"{name}.csv"))
     if name == "sunspots":
         return Series(
             name,
-            frame["SUNACTIVITY"].to_numpy(np.float32),
-            frame["YEAR"].to_numpy(np.float64),
+            np.array([float(row["SUNACTIVITY"]) for row in rows], np.float32),
+            np.array([float(row["YEAR"]) for row in rows], np.float64),
             "statsmodels.datasets.sunspots (yearly sunspot numbers, 1700-2008)",
         )
-    monthly = frame["co2"].resample("MS").mean().interpolate(method="time")
-    index = monthly.index
+    days = [datetime.date(int(r["date"][:4]), int(r["date"][4:6]), int(r["date"][6:])) for r in rows]
+    values = np.array([float(r["co2"]) if r["co2"] else np.nan for r in rows])
+    months, monthly = monthly_means(np.array(days, "datetime64[D]"), values)
+    years = months.astype("datetime64[Y]").astype(int) + 1970
+    month_index = months.astype(int) % 12
     return Series(
         name,
-        monthly.to_numpy(np.float32),
-        (index.year + (index.month - 1) / 12.0).to_numpy(np.float64),
+        monthly.astype(np.float32),
+        (years + month_index / 12.0).astype(np.float64),
         "statsmodels.datasets.co2 (Mauna Loa CO2 ppm; weekly -> monthly means, empty months interpolated)",
     )
+
+
+def _csv_rows(path: str) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def monthly_means(days_T: np.ndarray, values_T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(months datetime64[M] [M], float64 [M]): the mean of the non-NaN values in every calendar month from the
+    first day's month to the last's; a month without any is interpolated linearly in time between its
+    neighbours' month starts (pandas' ``resample('MS').mean().interpolate(method='time')``)."""
+    month_T = days_T.astype("datetime64[M]")
+    months = np.arange(month_T.min(), month_T.max() + 1)
+    index_T = (month_T - months[0]).astype(int)
+    present = ~np.isnan(values_T)
+    sums = np.bincount(index_T[present], values_T[present], minlength=len(months))
+    counts = np.bincount(index_T[present], minlength=len(months))
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    starts = months.astype("datetime64[D]").astype(np.float64)
+    known = counts > 0
+    means[~known] = np.interp(starts[~known], starts[known], means[known])
+    return months, means
 
 
 def sliding_windows(series_T: np.ndarray, window: int, horizon: int = 1) -> tuple[np.ndarray, np.ndarray]:
