@@ -68,7 +68,7 @@ def nnjax_test_accuracy(seed: int) -> float:
 
 def _stats(accuracies: list[float]) -> dict[str, object]:
     values = np.array(accuracies)
-    return {"mean": round(float(values.mean()), 4), "std": round(float(values.std()), 4),
+    return {"mean": round(float(values.mean()), 4), "std": round(float(values.std(ddof=1)), 4),
             "per_seed": [round(v, 4) for v in accuracies]}
 
 
