@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, check_positive, prepare_workdir
+from nnjax.config import RunConfig, check_positive, option, prepare_workdir
 from nnjax.errors import ConfigError
 from nnjax.scratch import activations
 
@@ -29,8 +29,8 @@ EXTREME_Z = (0.0, -20.0, 20.0, -1e4, 1e4)
 class Config(RunConfig):
     """Activations and derivatives on [-5, 5] (seed 003·2 / 004·3) and the seed 001·5 example values."""
 
-    z_max: float = 5.0
-    num_points: int = 201
+    z_max: float = option(5.0, "curves are drawn on [-z_max, z_max]")
+    num_points: int = option(201, "grid points on that interval (>= 2)")
 
     def validate(self) -> None:
         check_positive(self, "z_max")

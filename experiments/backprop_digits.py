@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from nnjax import cli, losses
-from nnjax.config import OPTIMIZERS, TrainConfig
+from nnjax.config import TrainConfig, option
 from nnjax.data import load_dataset
 from nnjax.models import BackpropMLP
 from nnjax.scratch import backprop
@@ -31,10 +31,10 @@ class Config(TrainConfig):
     data: str = "digits"
     epochs: int = 30
     batch_size: int = 32
-    optimizer: str = dataclasses.field(default="sgd", metadata={"choices": OPTIMIZERS})
+    optimizer: str = "sgd"
     learning_rate: float = 0.5
-    hidden: int = 64
-    activation: str = dataclasses.field(default="sigmoid", metadata={"choices": tuple(ACTIVATIONS)})
+    hidden: int = option(64, "units of the hidden layer")
+    activation: str = option("sigmoid", "hidden-layer activation", choices=tuple(ACTIVATIONS))
 
 
 def max_grad_error(model: BackpropMLP, x: jax.Array, y: jax.Array) -> float:

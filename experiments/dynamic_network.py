@@ -39,7 +39,7 @@ import jax
 import numpy as np
 
 from nnjax import cli, losses
-from nnjax.config import TrainConfig, check_fraction
+from nnjax.config import TrainConfig, check_fraction, option
 from nnjax.data import load_dataset
 from nnjax.models.dynamic import DynamicClassifier, evaluation_sets, parse_active_layers
 from nnjax.tasks import evaluate, fit
@@ -55,10 +55,13 @@ class Config(TrainConfig):
     data: str = "digits"
     epochs: int = 10
     batch_size: int = 64
-    base_channels: int = 8
-    max_depth: int = 5
-    stage_drop_rate: float = 0.2
-    active_layers: str = ""  # e.g. 0,2,4: evaluate this set (and all stages); empty: the default sets
+    base_channels: int = option(8, "channels of the first stage; stage i has base_channels * 2**i")
+    max_depth: int = option(5, "conv-BN-ReLU stages")
+    stage_drop_rate: float = option(0.2, "probability that a stage is skipped for a training batch; 0: plain training")
+    active_layers: str = option(
+        "", "comma-separated stage indices to evaluate (and all stages), e.g. 0,2,4, or none (no stage); "
+        "empty: all, each drop-one set, every other stage and none"
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -39,13 +39,17 @@ from nnjax.tasks import fit
 class Config(TrainConfig):
     """FlowVAE 784 -> 512 -> 2x20, 4 planar flows, 20 -> 512 -> 784 on binarised digits; Adam 1e-3, batch 128."""
 
-    epochs: int = 60  # threshold data: the validation ELBO peaks near epoch 55, then the model overfits
-    latent_dim: int = 20
-    hidden: int = 512
+    epochs: int = option(60, "passes over the training split (thresholded digits: the validation ELBO peaks near "
+                             "epoch 55, then the model overfits)")
+    latent_dim: int = option(20, "latent dimensions")
+    hidden: int = option(512, "units of the encoder's and the decoder's hidden layer")
     flows: int = option(4, "planar flows on the posterior sample; 0: a plain VAE", minimum=0)
-    binarize: str = dataclasses.field(default="threshold", metadata={"choices": BINARIZE})
+    binarize: str = option(
+        "threshold", "threshold: pixels > 0.5 set to 1 once; dynamic: a fresh Bernoulli(pixel) image per training batch",
+        choices=BINARIZE,
+    )
     iwae_samples: int = option(100, "samples per test image for the importance-weighted bound; 0: skip it", minimum=0)
-    iwae_batch_size: int = 100
+    iwae_batch_size: int = option(100, "test images per batch of the importance-weighted bound")
     checkpoint_every_epochs: int = 10
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import stats
 
 from nnjax import cli, plots
-from nnjax.config import check_positive, parse_widths
+from nnjax.config import check_positive, option
 from nnjax.models.gan import MLPCritic, MLPGenerator
 from nnjax.tasks import adversarial
 
@@ -43,23 +43,21 @@ class Config(adversarial.AdversarialConfig):
     critic_learning_rate: float = 1e-3
     gp_one_sided: bool = True
     linear_decay: bool = True
-    hidden: str = "64,64"
-    target_mean: float = 4.0
-    target_std: float = 1.5
-    eval_samples: int = 10_000
+    hidden: tuple[int, ...] = option((64, 64), "hidden-layer widths of the generator and of the critic")
+    target_mean: float = option(4.0, "mean of the real N(mean, std) samples")
+    target_std: float = option(1.5, "standard deviation of the real samples (> 0)")
+    eval_samples: int = option(10_000, "generated samples whose mean and standard deviation are reported")
     checkpoint_every_steps: int = 0
     log_every_steps: int = 250
 
     def validate(self) -> None:
-        parse_widths(self.hidden, "hidden")
         check_positive(self, "target_std")
         super().validate()
 
 
 def main(config: Config) -> dict:
-    hidden = parse_widths(config.hidden, "hidden")
     result = adversarial.train_adversarial(
-        config, MLPGenerator(hidden), MLPCritic(hidden), None,
+        config, MLPGenerator(config.hidden), MLPCritic(config.hidden), None,
         adversarial.gaussian_sampler(config.target_mean, config.target_std), (1,), "gan_1d",
     )
     workdir = result.summary["workdir"]

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from nnjax import cli, plots
-from nnjax.config import check_fraction, parse_widths
+from nnjax.config import check_fraction, option
 from nnjax.data.graphs import NodeClassification, karate_club, stochastic_block_model
 from nnjax.models.graph import GAT, EdgeConvNet
 from nnjax.tasks.node_classification import NodeClassificationConfig, predict, to_graph, train_node_classifier
@@ -37,23 +37,27 @@ MODELS = ("gat", "edgeconv")
 class Config(NodeClassificationConfig):
     """GAT (8 heads x 8 hidden, dropout 0.6) on the karate club from 2 labelled nodes; Adam 5e-3, L2 5e-4, 200 epochs."""
 
-    data: str = dataclasses.field(default="karate", metadata={"choices": DATA})
-    model: str = dataclasses.field(default="gat", metadata={"choices": MODELS})
-    hidden: int = 8  # GAT features per head
-    heads: int = 8
-    output_heads: int = 1  # heads of the output layer (averaged)
-    dropout: float = 0.6
-    edgeconv_hidden: str = "16,16"
-    sbm_blocks: int = 4
-    sbm_block_size: int = 25
-    sbm_p_in: float = 0.3
-    sbm_p_out: float = 0.02
-    sbm_labels_per_block: int = 2
-    sbm_feature_signal: float = 0.5
+    data: str = option(
+        "karate", "graph: karate (Zachary's club, one labelled member per club) or sbm (a stochastic block model)",
+        choices=DATA,
+    )
+    model: str = option("gat", "gat (graph attention network) or edgeconv (two EdgeConv layers)", choices=MODELS)
+    hidden: int = option(8, "--model gat: features per head of the hidden layer")
+    heads: int = option(8, "--model gat: attention heads of the hidden layer (concatenated)")
+    output_heads: int = option(1, "--model gat: attention heads of the output layer (averaged)")
+    dropout: float = option(0.6, "dropout rate in training (GAT: on features and attention coefficients), in [0, 1)")
+    edgeconv_hidden: tuple[int, ...] = option((16, 16), "--model edgeconv: widths of its EdgeConv layers")
+    sbm_blocks: int = option(4, "--data sbm: blocks, one class each")
+    sbm_block_size: int = option(25, "--data sbm: nodes per block")
+    sbm_p_in: float = option(0.3, "--data sbm: edge probability within a block")
+    sbm_p_out: float = option(0.02, "--data sbm: edge probability between blocks")
+    sbm_labels_per_block: int = option(2, "--data sbm: labelled (training) nodes per block")
+    sbm_feature_signal: float = option(
+        0.5, "--data sbm: scale of the block centre in the node features (plus N(0, 1) noise)"
+    )
 
     def validate(self) -> None:
         check_fraction(self, "dropout")
-        parse_widths(self.edgeconv_hidden, "edgeconv-hidden")
         super().validate()
 
 
@@ -72,7 +76,7 @@ def main(config: Config) -> dict:
     if config.model == "gat":
         model = GAT(data.num_classes, config.hidden, config.heads, config.output_heads, config.dropout)
     else:
-        model = EdgeConvNet(data.num_classes, parse_widths(config.edgeconv_hidden, "edgeconv-hidden"), config.dropout)
+        model = EdgeConvNet(data.num_classes, config.edgeconv_hidden, config.dropout)
     result = train_node_classifier(config, model, data, "gat_karate", num_nodes=data.num_nodes,
                                    num_edges=int(data.senders_E.size))
     predicted_N = np.asarray(predict(result.state, to_graph(data))).argmax(axis=-1)

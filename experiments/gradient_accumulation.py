@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from nnjax import cli, losses
-from nnjax.config import TrainConfig
+from nnjax.config import TrainConfig, option
 from nnjax.data import load_dataset
 from nnjax.errors import ConfigError
 from nnjax.models import MLP
@@ -37,8 +37,8 @@ class Config(TrainConfig):
     epochs: int = 20
     batch_size: int = 32
     learning_rate: float = 3e-3
-    accumulate_steps: int = 4
-    hidden: int = 64
+    accumulate_steps: int = option(4, "micro-batches of --batch-size per optimizer update (optax.MultiSteps)")
+    hidden: int = option(64, "units of the MLP's hidden layer")
 
 
 def main(config: Config) -> dict:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, check_positive, prepare_workdir
+from nnjax.config import RunConfig, check_positive, option, prepare_workdir
 from nnjax.scratch.descent import minimize
 from nnjax.scratch.optimizers import sgd
 
@@ -40,9 +40,9 @@ def global_minimizer(lo: float, hi: float, num: int = 10_001, newton_steps: int 
 class Config(RunConfig):
     """The seed's run: start at x0 = 3, learning rate 0.1, 50 plain gradient steps."""
 
-    x0: float = 3.0
-    learning_rate: float = 0.1
-    steps: int = 50
+    x0: float = option(3.0, "starting point")
+    learning_rate: float = option(0.1, "step size")
+    steps: int = option(50, "gradient steps")
 
     def validate(self) -> None:
         check_positive(self, "learning_rate")

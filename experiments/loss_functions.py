@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax import cli, losses, plots
-from nnjax.config import RunConfig, check_positive, prepare_workdir
+from nnjax.config import RunConfig, check_positive, option, prepare_workdir
 from nnjax.errors import ConfigError
 from nnjax.scratch import loss_landscapes as landscapes
 
@@ -29,13 +29,13 @@ from nnjax.scratch import loss_landscapes as landscapes
 class Config(RunConfig):
     """Seed examples; 003·7 comparison on y = [0, 1, 1, 0]; 003·8 with λ = 0.1; multitask L = 2, 0.5, 0.1."""
 
-    eps: float = losses.DEFAULT_EPS
-    num_points: int = 101
-    reg_lambda: float = 0.1
-    noise_std: float = 2.0
-    multitask_losses: str = "2.0,0.5,0.1"
-    multitask_steps: int = 300
-    learning_rate: float = 0.1
+    eps: float = option(losses.DEFAULT_EPS, "cross-entropy clips probabilities to [eps, 1 - eps]; in (0, 0.5)")
+    num_points: int = option(101, "grid points of the constant-prediction curves (>= 3; the weight grid has 10x)")
+    reg_lambda: float = option(0.1, "L1/L2 regularization strength λ; 0: none")
+    noise_std: float = option(2.0, "standard deviation of the noise in y = 2x + 1 + noise")
+    multitask_losses: str = option("2.0,0.5,0.1", "comma-separated positive task losses L_i whose log-variances are learned")
+    multitask_steps: int = option(300, "gradient steps of the multitask log-variance fit")
+    learning_rate: float = option(0.1, "learning rate of the multitask fit")
 
     @property
     def task_losses(self) -> tuple[float, ...]:

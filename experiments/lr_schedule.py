@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, check_positive, prepare_workdir
+from nnjax.config import RunConfig, check_positive, option, prepare_workdir
 from nnjax.optim import effective_learning_rates, step_lr
 
 
@@ -25,11 +25,11 @@ from nnjax.optim import effective_learning_rates, step_lr
 class Config(RunConfig):
     """The seed's schedule: lr 0.1, step size 30 epochs, gamma 0.1, 100 epochs, printed every 10."""
 
-    learning_rate: float = 0.1
-    step_size: int = 30
-    gamma: float = 0.1
-    epochs: int = 100
-    print_every: int = 10
+    learning_rate: float = option(0.1, "initial learning rate")
+    step_size: int = option(30, "epochs between learning-rate decays")
+    gamma: float = option(0.1, "factor applied to the learning rate every --step-size epochs")
+    epochs: int = option(100, "epochs, one optimizer step each")
+    print_every: int = option(10, "epochs between reported learning rates")
 
     def validate(self) -> None:
         check_positive(self, "learning_rate", "gamma")

@@ -32,6 +32,7 @@ import dataclasses
 import sys
 
 from nnjax import cli
+from nnjax.config import option
 from nnjax.tasks.forecasting import ForecastConfig, run_forecast
 from nnjax.models import LSTMForecaster
 
@@ -43,7 +44,7 @@ class Config(ForecastConfig):
     Adam 5e-3 cosine-decayed to 0 over the run, batch 32, the series' default epochs (sine: 20).
     """
 
-    hidden: int = 50
+    hidden: int = option(50, "LSTM units")
 
 
 def main(config: Config) -> dict:

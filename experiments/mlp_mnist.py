@@ -9,7 +9,7 @@ import dataclasses
 import sys
 
 from nnjax import cli, losses
-from nnjax.config import TrainConfig, parse_widths
+from nnjax.config import TrainConfig, option
 from nnjax.data import load_dataset
 from nnjax.models import MLP
 from nnjax.tasks import fit
@@ -20,21 +20,12 @@ class Config(TrainConfig):
     """MLP 784-128-64-10 with ReLU on flattened digits; Adam 1e-3, batch 128."""
 
     epochs: int = 10
-    hidden: str = "128,64"
-
-    @property
-    def hidden_widths(self) -> tuple[int, ...]:
-        """``--hidden`` as layer widths, e.g. '128,64' -> (128, 64)."""
-        return parse_widths(self.hidden, "hidden")
-
-    def validate(self) -> None:
-        super().validate()
-        parse_widths(self.hidden, "hidden")
+    hidden: tuple[int, ...] = option((128, 64), "hidden-layer widths")
 
 
 def main(config: Config) -> dict:
     data = load_dataset(config.data, config.data_dir, config.download)
-    model = MLP(features=(*config.hidden_widths, data.num_classes))
+    model = MLP(features=(*config.hidden, data.num_classes))
     return fit(config, model, data, losses.classification, experiment="mlp_mnist").summary
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import sys
 
 from nnjax import cli, losses
-from nnjax.config import TrainConfig
+from nnjax.config import TrainConfig, option
 from nnjax.data import load_dataset
 from nnjax.models import MnistCNN
 from nnjax.tasks import fit
@@ -21,8 +21,8 @@ from nnjax.tasks import fit
 class Config(TrainConfig):
     """Conv(32, 3x3) -> MaxPool 2x2 -> Dense 128 -> Dense 10 on digits; Adam 1e-3, 5 epochs, batch 128."""
 
-    conv_features: int = 32
-    hidden: int = 128
+    conv_features: int = option(32, "filters of the 3x3 convolution")
+    hidden: int = option(128, "units of the dense hidden layer")
 
 
 def main(config: Config) -> dict:

@@ -18,7 +18,7 @@ import os
 import sys
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, parse_widths, prepare_workdir
+from nnjax.config import RunConfig, option, prepare_workdir
 from nnjax.errors import ConfigError
 
 
@@ -26,17 +26,11 @@ from nnjax.errors import ConfigError
 class Config(RunConfig):
     """The seed's 3-4-2 network (input 3, hidden 4, output 2)."""
 
-    layers: str = "3,4,2"
-    max_nodes: int = 10
-    title: str = "Simple Neural Network Architecture"
-
-    @property
-    def layer_sizes(self) -> tuple[int, ...]:
-        """``--layers`` as widths, e.g. '3,4,2' -> (3, 4, 2)."""
-        return parse_widths(self.layers, "layers", min_count=2)
+    layers: tuple[int, ...] = option((3, 4, 2), "layer widths, input first", min_count=2)
+    max_nodes: int = option(10, "nodes drawn per layer; wider layers are cut with an ellipsis (>= 2)")
+    title: str = option("Simple Neural Network Architecture", "figure title")
 
     def validate(self) -> None:
-        parse_widths(self.layers, "layers", min_count=2)
         if self.max_nodes < 2:
             raise ConfigError(f"--max-nodes must be >= 2, got {self.max_nodes}")
         super().validate()
@@ -44,7 +38,7 @@ class Config(RunConfig):
 
 def main(config: Config) -> dict:
     workdir = prepare_workdir(config, "network_diagram")
-    sizes = config.layer_sizes
+    sizes = config.layers
     fig = plots.network_diagram_figure(sizes, config.max_nodes, title=config.title)
     plots.save_figure(fig, os.path.join(workdir, "network.png"))
     drawn = plots.diagram_counts(fig)

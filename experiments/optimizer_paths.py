@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, check_positive, prepare_workdir
+from nnjax.config import RunConfig, check_positive, option, prepare_workdir
 from nnjax.scratch import optimizers
 from nnjax.scratch.descent import minimize
 
@@ -37,11 +37,11 @@ OPTIMIZERS = {
 class Config(RunConfig):
     """The seed's comparison: 50 steps at learning rate 0.1 from (3, 3) on x² + y²."""
 
-    function: str = dataclasses.field(default="quadratic", metadata={"choices": tuple(FUNCTIONS)})
-    learning_rate: float = 0.1
-    steps: int = 50
-    x0: float = 3.0
-    y0: float = 3.0
+    function: str = option("quadratic", "objective: quadratic (x² + y²) or elongated (0.1 x² + y²)", choices=tuple(FUNCTIONS))
+    learning_rate: float = option(0.1, "learning rate of SGD, momentum and Adam alike")
+    steps: int = option(50, "steps per optimizer")
+    x0: float = option(3.0, "starting x")
+    y0: float = option(3.0, "starting y")
 
     def validate(self) -> None:
         check_positive(self, "learning_rate")

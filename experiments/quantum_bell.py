@@ -21,7 +21,7 @@ import numpy as np
 
 from nnjax import cli, plots
 from nnjax.apps import quantum
-from nnjax.config import RunConfig, prepare_workdir
+from nnjax.config import RunConfig, option, prepare_workdir
 from nnjax.errors import ConfigError
 
 
@@ -29,8 +29,8 @@ from nnjax.errors import ConfigError
 class Config(RunConfig):
     """A Bell pair on q0, q1 of a num_qubits register, measured shots times (the seed: 2 qubits, 1000 shots)."""
 
-    num_qubits: int = 2
-    shots: int = 1000
+    num_qubits: int = option(2, "qubits in the register, in [2, 12]; the Bell pair is q0, q1, the rest stay |0>")
+    shots: int = option(1000, "measurements drawn from the exact outcome probabilities")
 
     def validate(self) -> None:
         if not 2 <= self.num_qubits <= 12:

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from nnjax import cli, losses, plots
-from nnjax.config import TrainConfig, check_fraction
+from nnjax.config import TrainConfig, check_fraction, option
 from nnjax.data import load_dataset
 from nnjax.errors import ConfigError
 from nnjax.models import ResMLP
@@ -31,12 +31,12 @@ class Config(TrainConfig):
     data: str = "digits"
     epochs: int = 30
     batch_size: int = 64
-    method: str = dataclasses.field(default="mixup", metadata={"choices": regularization.METHODS})
-    alpha: float = 1.0
-    drop_path_rate: float = 0.1
-    depth: int = 4
-    width: int = 64
-    num_examples: int = 8
+    method: str = option("mixup", "how training batches are mixed: none, mixup or cutmix", choices=regularization.METHODS)
+    alpha: float = option(1.0, "Beta(alpha, alpha) concentration of the mixing weight (> 0)")
+    drop_path_rate: float = option(0.1, "stochastic depth: the last residual block's drop rate (block l: rate * l / depth)")
+    depth: int = option(4, "residual blocks")
+    width: int = option(64, "width of the residual stream")
+    num_examples: int = option(8, "training images in each mixed-examples plot")
 
     def validate(self) -> None:
         super().validate()

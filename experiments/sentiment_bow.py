@@ -18,6 +18,7 @@ import dataclasses
 import sys
 
 from nnjax import cli, losses
+from nnjax.config import option
 from nnjax.models.text_classifiers import BagOfWords
 from nnjax.tasks import fit
 from nnjax.tasks.text_classification import SentimentConfig, binary_test_report, load_data
@@ -29,9 +30,9 @@ class Config(SentimentConfig):
 
     epochs: int = 3
     vocab_size: int = 5_000
-    embed_dim: int = 100  # word-embedding width
-    hidden: int = 64  # units of the ReLU layer
-    dropout: float = 0.5  # on the pooled embedding
+    embed_dim: int = option(100, "word-embedding width")
+    hidden: int = option(64, "units of the ReLU layer")
+    dropout: float = option(0.5, "dropout rate on the pooled embedding, in [0, 1)")
 
 
 def main(config: Config) -> dict:

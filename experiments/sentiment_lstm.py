@@ -17,7 +17,7 @@ import dataclasses
 import sys
 
 from nnjax import cli, losses
-from nnjax.config import check_fraction
+from nnjax.config import check_fraction, option
 from nnjax.models.text_classifiers import SentimentLSTM
 from nnjax.tasks import fit
 from nnjax.tasks.text_classification import SentimentConfig, binary_test_report, load_data
@@ -28,10 +28,10 @@ class Config(SentimentConfig):
     """Embedding(10,000, 128) -> LSTM(64, dropout 0.2/0.2) -> Dense(1); Adam 1e-3, batch 32, 5 epochs."""
 
     epochs: int = 5
-    embed_dim: int = 128  # word-embedding width
-    hidden: int = 64  # LSTM units
-    dropout: float = 0.2  # on the LSTM's inputs
-    recurrent_dropout: float = 0.2  # on the LSTM's recurrent state
+    embed_dim: int = option(128, "word-embedding width")
+    hidden: int = option(64, "LSTM units")
+    dropout: float = option(0.2, "dropout rate on the LSTM's inputs, in [0, 1)")
+    recurrent_dropout: float = option(0.2, "dropout rate on the LSTM's recurrent state, in [0, 1)")
 
     def validate(self) -> None:
         super().validate()

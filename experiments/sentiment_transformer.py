@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from nnjax import cli, losses
-from nnjax.config import check_divisible
+from nnjax.config import check_divisible, option
 from nnjax.data.sentiment import CLASS_NAMES, encode_texts
 from nnjax.data.text import Vocabulary
 from nnjax.errors import ConfigError, DataUnavailableError
@@ -47,18 +47,19 @@ class Config(SentimentConfig):
 
     epochs: int = 2
     max_len: int = 64
-    d_model: int = 64  # token-embedding and encoder width
-    num_heads: int = 4
-    num_layers: int = 2  # encoder blocks
-    d_ff: int = 128  # hidden width of each block's MLP
-    dropout: float = 0.1  # on attention weights, residual branches, embeddings and the pooled vector
-    pooling: str = dataclasses.field(default="mean", metadata={"choices": POOLINGS})
-    norm: str = dataclasses.field(default="pre", metadata={"choices": NORMS})  # post: seed 001·11's block
-    activation: str = dataclasses.field(default="gelu", metadata={"choices": tuple(ACTIVATIONS)})
-    positional: str = dataclasses.field(default="learned", metadata={"choices": POSITIONALS})  # sinusoidal: 000·5
-    weights: str | None = None  # a classifier.msgpack to load for --predict (inference mode)
-    vocab: str | None = None  # its vocab.json; default: vocab.json beside --weights
-    predict: str | None = None  # '|'-separated texts to classify with --weights
+    d_model: int = option(64, "token-embedding and encoder width (divisible by --num-heads)")
+    num_heads: int = option(4, "attention heads per encoder block")
+    num_layers: int = option(2, "encoder blocks")
+    d_ff: int = option(128, "hidden width of each block's MLP")
+    dropout: float = option(0.1, "dropout rate on attention weights, residual branches, embeddings and the pooled vector")
+    pooling: str = option("mean", "mean of the real tokens' states, or cls (position 0's)", choices=POOLINGS)
+    norm: str = option("pre", "LayerNorm before (pre) or after (post: seed 001·11's block) each sublayer", choices=NORMS)
+    activation: str = option("gelu", "activation of each block's MLP", choices=tuple(ACTIVATIONS))
+    positional: str = option("learned", "position embeddings: learned, or sinusoidal (seed 000·5's)", choices=POSITIONALS)
+    weights: str | None = option(None, "a classifier.msgpack to load for --predict (inference mode; give the size flags "
+                                       "used in training)")
+    vocab: str | None = option(None, "the vocab.json of --weights; default: vocab.json beside --weights")
+    predict: str | None = option(None, "'|'-separated texts to classify with --weights; nothing is trained")
 
     def validate(self) -> None:
         super().validate()

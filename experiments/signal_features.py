@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from nnjax import cli, plots
 from nnjax.apps import signal_features as signal
-from nnjax.config import RunConfig, check_positive, prepare_workdir
+from nnjax.config import RunConfig, check_positive, option, prepare_workdir
 from nnjax.errors import ConfigError
 
 
@@ -41,16 +41,16 @@ from nnjax.errors import ConfigError
 class Config(RunConfig):
     """A noisy linear chirp at 16 kHz, streamed in chunks through jitted per-frame spectral features."""
 
-    sample_rate: int = 16000
-    duration_s: float = 10.0
-    f_start: float = 200.0
-    f_end: float = 6000.0
-    amplitude: float = 1.0
-    noise_std: float = 0.1
-    frame_length: int = 1024
-    hop: int = 256
-    chunk_size: int = 1600
-    frames_per_block: int = 16
+    sample_rate: int = option(16000, "samples per second (Hz)")
+    duration_s: float = option(10.0, "length of the stream in seconds")
+    f_start: float = option(200.0, "chirp frequency at the start, in Hz (below Nyquist)")
+    f_end: float = option(6000.0, "chirp frequency at the end, in Hz (below Nyquist)")
+    amplitude: float = option(1.0, "chirp amplitude")
+    noise_std: float = option(0.1, "standard deviation of the added white Gaussian noise")
+    frame_length: int = option(1024, "samples per FFT frame (Hann window)")
+    hop: int = option(256, "samples between frame starts (<= --frame-length)")
+    chunk_size: int = option(1600, "samples per arriving chunk of the stream")
+    frames_per_block: int = option(16, "frames per jitted block")
 
     def validate(self) -> None:
         check_positive(self, "duration_s", "amplitude")

@@ -31,7 +31,7 @@ import numpy as np
 
 from nnjax import cli, losses, metrics, plots
 from nnjax.apps import finance
-from nnjax.config import TrainConfig, check_divisible, check_fraction
+from nnjax.config import TrainConfig, check_divisible, check_fraction, option
 from nnjax.data import Dataset, predict_batched
 from nnjax.data.prices import SYMBOLS, bokeh_stocks_path, load_stock, make_stock_dataset
 from nnjax.errors import ConfigError
@@ -48,17 +48,22 @@ class Config(TrainConfig):
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 1e-3
-    data: str = "stocks"
-    symbol: str = "AAPL"
-    csv: str | None = None
-    validation_fraction: float = 0.0
-    window: int = 60
-    hidden: int = 128
-    heads: int = 8
-    attention_features: int = 256
-    dense: int = 64
-    pooling: str = dataclasses.field(default="last", metadata={"choices": POOLINGS})
-    dropout: float = 0.1
+    data: str = option("stocks", "only stocks: bokeh_sampledata's daily prices, or the file given by --csv")
+    symbol: str = option(
+        "AAPL", f"ticker: {', '.join(SYMBOLS)} from bokeh_sampledata; with --csv, the rows of its ticker column (if any)"
+    )
+    csv: str | None = option(None, "a CSV with date and close columns, read instead of bokeh_sampledata")
+    validation_fraction: float = option(
+        0.0, "keep 0: a random validation split leaks overlapping windows; the time-ordered validation period is "
+        "evaluated instead"
+    )
+    window: int = option(60, "trading days per input window")
+    hidden: int = option(128, "LSTM units per direction")
+    heads: int = option(8, "self-attention heads (dividing --attention-features)")
+    attention_features: int = option(256, "self-attention query/key/value features")
+    dense: int = option(64, "units of the ReLU layer before the output")
+    pooling: str = option("last", "summary of the sequence: the last step (the seed's) or the mean", choices=POOLINGS)
+    dropout: float = option(0.1, "dropout rate on the attention weights and the pooled features, in [0, 1)")
 
     def validate(self) -> None:
         super().validate()

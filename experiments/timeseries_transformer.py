@@ -24,8 +24,7 @@ import dataclasses
 import sys
 
 from nnjax import cli
-from nnjax.config import check_divisible, check_fraction
-from nnjax.data.timeseries import SERIES
+from nnjax.config import check_divisible, check_fraction, option
 from nnjax.tasks.forecasting import ForecastConfig, run_forecast
 from nnjax.models.forecast import TimeSeriesForecaster, TimeSeriesTransformer
 
@@ -37,11 +36,11 @@ class Config(ForecastConfig):
     Adam 5e-3 cosine-decayed to 0 over the run, batch 32, the series' default epochs; sunspots by default.
     """
 
-    series: str = dataclasses.field(default="sunspots", metadata={"choices": SERIES})
-    hidden: int = 64
-    layers: int = 1
-    heads: int = 4
-    dropout: float = 0.0
+    series: str = "sunspots"
+    hidden: int = option(64, "LSTM units and attention width (divisible by --heads)")
+    layers: int = option(1, "self-attention + feed-forward blocks")
+    heads: int = option(4, "attention heads")
+    dropout: float = option(0.0, "dropout rate in the attention blocks, in [0, 1)")
 
     def validate(self) -> None:
         """The shared forecasting checks, then the model's flags."""

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, check_positive, prepare_workdir
+from nnjax.config import RunConfig, check_positive, option, prepare_workdir
 from nnjax.errors import ConfigError
 from nnjax.models import MLP
 from nnjax.scratch.descent import minimize
@@ -31,11 +31,11 @@ from nnjax.scratch.descent import minimize
 class Config(RunConfig):
     """SimpleNN 2-3-1, MSE, SGD learning rate 0.01, 100 epochs of batch 10."""
 
-    epochs: int = 100
-    batch_size: int = 10
-    learning_rate: float = 0.01
-    noise: float = 0.1
-    test_size: int = 1000
+    epochs: int = option(100, "SGD steps, each on a fresh batch")
+    batch_size: int = option(10, "random inputs per step")
+    learning_rate: float = option(0.01, "SGD learning rate")
+    noise: float = option(0.1, "standard deviation of the noise on the linear teacher's targets")
+    test_size: int = option(1000, "held-out examples of the before/after MSE")
 
     def validate(self) -> None:
         super().validate()

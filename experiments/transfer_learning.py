@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnjax import cli, losses
-from nnjax.config import TrainConfig, check_positive, make_workdir, parse_widths, prepare_workdir
+from nnjax.config import TrainConfig, check_positive, format_widths, make_workdir, option, prepare_workdir
 from nnjax.data import Dataset, load_dataset
 from nnjax.data.images import imagenet_normalize
 from nnjax.data.transforms import split_tasks
@@ -42,23 +42,27 @@ class Config(TrainConfig):
     """Pretrain on digits 0-4, transfer a frozen backbone + new head to digits 5-9 with few labels, vs scratch."""
 
     data: str = "mnist5k"
-    epochs: int = 30  # target-task epochs (transfer and scratch alike)
+    epochs: int = option(30, "target-task epochs, transfer and scratch alike")
     batch_size: int = 32
-    pretrain_epochs: int = 3
-    head_learning_rate: float = 1e-2  # the new head on frozen features (a convex problem) trains at this rate
-    target_labels: int = 300  # labelled target examples (before --validation-fraction is held out)
-    split_class: int = 5  # source task: labels < split_class; target: labels >= split_class (shifted to 0..)
-    stage_sizes: str = "1,1,1"
-    widths: str = "16,32,64"
-    stem: str = dataclasses.field(default="cifar", metadata={"choices": STEMS})
-    weights: str | None = None  # torchvision ResNet state_dict (.pth) to transfer from instead of pretraining
-    arch: str = dataclasses.field(default="resnet18", metadata={"choices": tuple(VARIANTS)})
+    pretrain_epochs: int = option(3, "source-task epochs (without --weights)")
+    head_learning_rate: float = option(1e-2, "learning rate of the new head on frozen features (a convex problem)")
+    target_labels: int = option(300, "labelled target examples (before --validation-fraction is held out)")
+    split_class: int = option(5, "source task: labels < split_class; target: labels >= split_class (shifted to 0..)")
+    stage_sizes: tuple[int, ...] = option((1, 1, 1), "residual blocks per stage, as many stages as --widths")
+    widths: tuple[int, ...] = option((16, 32, 64), "channels per stage; the stem has the first")
+    stem: str = option("cifar", "ResNet stem: cifar (3x3 convolution) or imagenet (7x7 convolution, max pool)",
+                       choices=STEMS)
+    weights: str | None = option(None, "torchvision ResNet state_dict (.pth) to transfer from instead of pretraining")
+    arch: str = option("resnet18", "ResNet variant of --weights", choices=tuple(VARIANTS))
 
     def validate(self) -> None:
         super().validate()
         check_positive(self, "head_learning_rate")
-        if len(parse_widths(self.stage_sizes, "stage-sizes")) != len(parse_widths(self.widths, "widths")):
-            raise ConfigError(f"--stage-sizes {self.stage_sizes!r} and --widths {self.widths!r} must list as many stages")
+        if len(self.stage_sizes) != len(self.widths):
+            raise ConfigError(
+                f"--stage-sizes {format_widths(self.stage_sizes)} and --widths {format_widths(self.widths)} "
+                "must list as many stages"
+            )
 
 
 def imagenet_inputs(data: Dataset) -> Dataset:
@@ -92,14 +96,15 @@ def main(config: Config) -> dict:
         target = imagenet_inputs(target)
         result |= {"backbone": f"{config.arch} from {config.weights}"}
     else:
-        stages, widths = parse_widths(config.stage_sizes, "stage-sizes"), parse_widths(config.widths, "widths")
         make = lambda frozen: ResNet(  # noqa: E731
-            stages, "basic", widths, config.stem, stem_width=widths[0], num_classes=target.num_classes, frozen_backbone=frozen
+            config.stage_sizes, "basic", config.widths, config.stem, stem_width=config.widths[0],
+            num_classes=target.num_classes, frozen_backbone=frozen,
         )
         pretrain = fit(_phase(config, workdir, "pretrain", epochs=config.pretrain_epochs), make(False), source,
                        losses.classification, experiment="transfer_learning/pretrain")
         pretrained = {"params": pretrain.state.params, "batch_stats": pretrain.state.batch_stats}
-        result |= {"backbone": f"ResNet {config.stage_sizes} x {config.widths} pretrained on {source.name}",
+        shape = f"{format_widths(config.stage_sizes)} x {format_widths(config.widths)}"
+        result |= {"backbone": f"ResNet {shape} pretrained on {source.name}",
                    "source_test_accuracy": pretrain.summary["test_accuracy"]}
 
     model = make(True)

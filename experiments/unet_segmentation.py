@@ -58,25 +58,30 @@ log = logging.getLogger("nnjax.experiments.unet_segmentation")
 class Config(TrainConfig):
     """U-Net (4 levels, widths base*2^i) + boundary refinement on 64x64 tiles; BCE + soft Dice, Adam 1e-3."""
 
-    data: str = dataclasses.field(default="auto", metadata={"choices": DATA_CHOICES})
+    data: str = option(
+        "auto", "nuclei (stardist's image, tiled), shapes (synthetic) or auto (nuclei if stardist is installed, else shapes)",
+        choices=DATA_CHOICES,
+    )
     epochs: int = 10
     batch_size: int = 16
     eval_batch_size: int = 64
     validation_fraction: float = 0.0
     log_every_steps: int = 10
-    base: int = 16
-    conv_impl: str = dataclasses.field(default="auto", metadata={"choices": CONV_IMPLS})
-    tile: int = 64
-    test_fraction: float = 0.25
-    dice_weight: float = 1.0
-    boundary_weight: float = 0.0
-    boundary_head_weight: float = 0.5
+    base: int = option(16, "channels of the first level; level i has base * 2**i")
+    conv_impl: str = option(
+        "auto", "3x3 convolutions: im2col, xla (native) or auto (im2col on CPU, xla on GPU/TPU)", choices=CONV_IMPLS
+    )
+    tile: int = option(64, "tile side in pixels, a multiple of 8")
+    test_fraction: float = option(0.25, "--data nuclei: the image's right part held out for testing, as a fraction of its width")
+    dice_weight: float = option(1.0, "weight of the soft Dice loss added to the BCE")
+    boundary_weight: float = option(0.0, "extra BCE weight of the pixels of the mask's boundary band; 0: plain BCE")
+    boundary_head_weight: float = option(0.5, "weight of the boundary head's BCE in the loss")
     tolerance: int = option(2, "boundary F1 tolerance in pixels; 0: exact", minimum=0)
-    augment: bool = True
-    shapes_train: int = 256
-    shapes_test: int = 128
-    noise: float = 0.1
-    overlay_examples: int = 4
+    augment: bool = option(True, "random flips and 90-degree rotations of the training batches")
+    shapes_train: int = option(256, "--data shapes: training images")
+    shapes_test: int = option(128, "--data shapes: test images")
+    noise: float = option(0.1, "--data shapes: standard deviation of the Gaussian noise on the images")
+    overlay_examples: int = option(4, "test tiles drawn in overlay.png")
 
     def validate(self) -> None:
         super().validate()

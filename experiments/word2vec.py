@@ -39,20 +39,22 @@ EMBEDDINGS_FILE, VOCAB_FILE = "embeddings.npz", "vocab.json"
 class Config(RunConfig):
     """100-d SGNS embeddings of the 42 Shakespeare texts, window 5, 5 negatives, Adam."""
 
-    text_file: str | None = None  # train on this UTF-8 text instead of the Shakespeare package
+    text_file: str | None = option(None, "train on this UTF-8 text file instead of the 42 Shakespeare works")
     max_works: int = option(0, "Shakespeare works to train on; 0: all 42", minimum=0)
-    load: str | None = None  # a training run's workdir: answer --query from its embeddings, no training
-    query: str = "king,love,death,sword"  # comma-separated words whose neighbours are reported
-    neighbours: int = 5  # nearest words per query word
-    max_vocab: int = 10_000  # ids including <pad> and <unk>; rarer words are dropped
-    dim: int = 100  # embedding width
-    window: int = 5  # context words on each side of a centre word
-    negatives: int = 5  # noise words per (centre, context) pair
-    steps: int = 8000
-    batch_size: int = 1024  # pairs per step
-    learning_rate: float = 3e-3
-    subsample: float = 1e-4  # Mikolov's frequent-word subsampling threshold t
-    holdout_fraction: float = 0.05  # the last part of the token stream, for the held-out figures
+    load: str | None = option(None, "a training run's workdir: answer --query from its embeddings, no training")
+    query: str = option("king,love,death,sword", "comma-separated words whose nearest neighbours are reported")
+    neighbours: int = option(5, "nearest words reported per query word")
+    max_vocab: int = option(10_000, "vocabulary size including <pad> and <unk>; rarer words are dropped (>= 3)")
+    dim: int = option(100, "embedding width")
+    window: int = option(5, "context words on each side of a centre word")
+    negatives: int = option(5, "noise words per (centre, context) pair")
+    steps: int = option(8000, "Adam steps")
+    batch_size: int = option(1024, "(centre, context) pairs per step")
+    learning_rate: float = option(3e-3, "Adam learning rate")
+    subsample: float = option(1e-4, "Mikolov's frequent-word subsampling threshold t")
+    holdout_fraction: float = option(
+        0.05, "fraction of the token stream, its end, held out for the reported figures; in (0, 0.5)"
+    )
 
     def validate(self) -> None:
         check_positive(self, "learning_rate", "subsample")

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from nnjax import cli, plots
-from nnjax.config import RunConfig, check_positive, prepare_workdir
+from nnjax.config import RunConfig, check_positive, option, prepare_workdir
 from nnjax.scratch import backprop
 from nnjax.scratch.descent import minimize
 
@@ -31,10 +31,10 @@ Y_4x1 = jnp.array([[0], [1], [1], [0]], jnp.float32)
 class Config(RunConfig):
     """2-4-1 sigmoid network, MSE, gradient descent with learning rate 1.0 for 1,500 iterations."""
 
-    hidden: int = 4
-    iterations: int = 1500
-    learning_rate: float = 1.0
-    loss: str = dataclasses.field(default="mse", metadata={"choices": ("mse", "bce")})
+    hidden: int = option(4, "sigmoid hidden units")
+    iterations: int = option(1500, "gradient-descent steps on the four points")
+    learning_rate: float = option(1.0, "gradient-descent step size")
+    loss: str = option("mse", "mse (mean squared error, the seed's) or bce (binary cross-entropy)", choices=("mse", "bce"))
 
     def validate(self) -> None:
         super().validate()

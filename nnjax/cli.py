@@ -1,6 +1,7 @@
 """Command-line entry point shared by every experiment.
 
-``run(main, Config)`` parses flags into ``Config``, sets up logging, runs ``main(config)`` and
+``run(main, Config)`` parses flags into ``Config``, sets up logging (through ``tqdm.write``, so a log line
+never breaks a progress bar), runs ``main(config)`` and
 prints its result dict as the final stdout line (one standard JSON object: NaN and infinities
 become ``null``). Known errors (``NnjaxError``)
 become one line on stderr and exit code 2. Several processes (``nnjax.distributed``: the settings come
@@ -17,14 +18,27 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tqdm import tqdm
+
 from nnjax import distributed
 from nnjax.config import ConfigT, parse_config
 from nnjax.errors import NnjaxError
 
 
+class ProgressBarHandler(logging.Handler):
+    """Writes each record to the stderr of the moment through ``tqdm.write``, which clears the progress bars
+    first and redraws them after, so a log line never lands in the middle of a bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
+
+
 def setup_logging(level: int = logging.INFO) -> None:
-    """Log ``nnjax`` messages to stderr as ``[nnjax] message``; quiet noisy libraries."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Log ``nnjax`` messages to stderr as ``[nnjax] message``, around any progress bar; quiet noisy libraries."""
+    handler = ProgressBarHandler()
     handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
     logger = logging.getLogger("nnjax")
     logger.handlers[:] = [handler]

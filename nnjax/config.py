@@ -1,9 +1,11 @@
 """Experiment configuration: frozen dataclasses whose fields double as command-line flags.
 
-Every experiment defines ``Config(TrainConfig)`` (trainer experiments) or ``Config(RunConfig)``
-(stand-alone demos) with defaults that reproduce its seed slide;
+Every experiment defines a ``Config`` that subclasses one of three families: ``TrainConfig`` (supervised
+experiments on ``nnjax.tasks.fit``), ``ResumableConfig`` (other experiments on the runner, whose run directory
+resumes) or ``RunConfig`` (stand-alone demos), with defaults that reproduce its seed slide.
 ``parse_config(Config, argv)`` turns each field into a flag (``batch_size`` -> ``--batch-size``,
-booleans -> ``--flag/--no-flag``) and validates the result.
+booleans -> ``--flag/--no-flag``, ``tuple[int, ...]`` fields -> comma-separated widths such as
+``--hidden 128,64``), each with the help text ``option`` gave it, and validates the result.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import dataclasses
 import datetime
 import errno
+import functools
 import json
 import os
 import sys
@@ -26,14 +29,33 @@ from nnjax.errors import ConfigError, WorkdirError
 PARALLEL_MODES = ("none", "jit", "pmap", "fsdp")
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
 PRECISIONS = ("float32", "bfloat16")
+IMAGE_DATA_HELP = (
+    "image data set: mnist, mnist5k (5,000 real MNIST digits, offline), digits (scikit-learn 8x8, offline), "
+    "fashion_mnist, cifar10, records:DIR (a records directory, read from disk) or auto (the first of mnist, mnist5k, "
+    "digits available offline)"
+)
+DATA_DIR_HELP = "tensorflow-datasets directory; default: $TFDS_DATA_DIR or ~/tensorflow_datasets"
+DOWNLOAD_HELP = "let tensorflow-datasets download and prepare --data first (needs network)"
 
 
-def option(default: Any, help: str = "", *, minimum: int | None = None) -> Any:
-    """A config field with its flag's ``help`` text and the least value an int field accepts (``minimum``; every
-    int field accepts only >= 1 unless it says otherwise)."""
+def option(
+    default: Any,
+    help: str = "",
+    *,
+    minimum: int | None = None,
+    choices: Sequence[str] | None = None,
+    min_count: int | None = None,
+) -> Any:
+    """A config field with its flag's ``help`` text; ``minimum``: the least value an int field accepts (every int
+    field accepts only >= 1 unless it says otherwise); ``choices``: the only values it accepts (``--help`` lists
+    them); ``min_count``: the fewest widths a ``tuple[int, ...]`` field accepts (1 unless it says otherwise)."""
     metadata: dict[str, Any] = {"help": help}
     if minimum is not None:
         metadata["minimum"] = minimum
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    if min_count is not None:
+        metadata["min_count"] = min_count
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -52,17 +74,24 @@ class RunConfig:
     """Fields every experiment accepts: the root PRNG seed and the run directory.
 
     Every field is checked when a config is made (``ConfigError`` naming its flag): an int field must be >= its
-    ``minimum`` (1 unless ``option`` says otherwise), a field with ``choices`` metadata must be one of them.
+    ``minimum`` (1 unless ``option`` says otherwise), a field with ``choices`` metadata must be one of them, a
+    ``tuple[int, ...]`` field must hold at least ``min_count`` (1 unless ``option`` says otherwise) ints >= 1.
     ``validate`` adds the checks that relate several fields.
     """
 
     seed: int = option(0, "root PRNG seed", minimum=0)
-    workdir: str | None = None
+    workdir: str | None = option(None, "run directory (config.json, metrics, plots); default: a new runs/<experiment>/<time>")
 
     def __post_init__(self) -> None:
         cls = type(self)
+        widths_fields = _widths_fields(cls)
         for field in dataclasses.fields(self):
             value, flag = getattr(self, field.name), flag_name(field.name)
+            if field.name in widths_fields:
+                least = field_metadata(cls, field.name, "min_count") or 1
+                if not valid_widths(value, least):
+                    raise ConfigError(f"--{flag} {widths_rule(least)} (in Python: a tuple of ints); got {value!r}")
+                continue
             choices = field_metadata(cls, field.name, "choices")
             if choices and value not in choices:
                 raise ConfigError(f"--{flag} must be one of {', '.join(choices)}, got {value!r}")
@@ -89,7 +118,7 @@ class RunConfig:
 class ResumableConfig(RunConfig):
     """Fields of every experiment on the runner (``nnjax.train.run``), whose run directory resumes."""
 
-    restart: bool = False  # discard the run in --workdir (checkpoints, metrics, config) and start over
+    restart: bool = option(False, "discard the run in --workdir (checkpoints, metrics, config) and start over")
 
     def resumable_fields(self) -> set[str]:
         """Fields that may differ when a run resumes in its run directory: they change what is logged, kept or
@@ -101,28 +130,35 @@ class ResumableConfig(RunConfig):
 class TrainConfig(ResumableConfig):
     """Fields every supervised experiment accepts (and the trainer reads)."""
 
-    epochs: int = 5
+    epochs: int = option(5, "passes over the training split; unused when --steps > 0")
     steps: int = option(0, "0: train --epochs whole epochs; N > 0: exactly N steps, the last epoch partial",
                         minimum=0)
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    optimizer: str = dataclasses.field(default="adam", metadata={"choices": OPTIMIZERS})
-    data: str = "auto"
-    data_dir: str | None = None
-    download: bool = False
-    parallel: str = dataclasses.field(default="none", metadata={"choices": PARALLEL_MODES})
+    batch_size: int = option(128, "training examples per step, over all devices")
+    learning_rate: float = option(1e-3, "the optimizer's learning rate")
+    optimizer: str = option("adam", "optimizer (momentum: SGD with momentum 0.9)", choices=OPTIMIZERS)
+    data: str = option("auto", IMAGE_DATA_HELP)
+    data_dir: str | None = option(None, DATA_DIR_HELP)
+    download: bool = option(False, DOWNLOAD_HELP)
+    parallel: str = option(
+        "none",
+        "devices: none (one), jit (batch sharded over all, params replicated), pmap (jax.pmap), "
+        "fsdp (params sharded too)",
+        choices=PARALLEL_MODES,
+    )
     model_parallel: int = option(
         1, "--parallel fsdp: devices per tensor-parallel group (the mesh's 'model' axis); the 'data' axis has the rest"
     )
-    validation_fraction: float = 0.2
-    eval_batch_size: int = 1000
-    log_every_steps: int = 50
-    checkpoint_every_epochs: int = option(1, "0: no epoch-end checkpoints", minimum=0)
-    checkpoint_every_steps: int = option(0, "0: no step-interval checkpoints", minimum=0)
-    keep_checkpoints: int = 3
-    scan_epoch: bool = True
-    grad_accum_steps: int = 1  # each step's gradient is the mean over this many equal micro-batches
-    precision: str = dataclasses.field(default="float32", metadata={"choices": PRECISIONS})  # forward/backward dtype
+    validation_fraction: float = option(0.2, "fraction of the training split held out for validation; 0: none")
+    eval_batch_size: int = option(1000, "examples per evaluation batch (validation and test)")
+    log_every_steps: int = option(50, "steps between 'train' metric rows (and progress-bar updates)")
+    checkpoint_every_epochs: int = option(1, "epochs between checkpoints; 0: no epoch-end checkpoints", minimum=0)
+    checkpoint_every_steps: int = option(0, "steps between checkpoints; 0: no step-interval checkpoints", minimum=0)
+    keep_checkpoints: int = option(3, "newest checkpoints kept in --workdir")
+    scan_epoch: bool = option(True, "run each chunk of steps in one jitted lax.scan over the training split on device "
+                                    "(not under pmap); --no-scan-epoch: one jitted call per batch")
+    grad_accum_steps: int = option(1, "micro-batches per step: each step's gradient is their mean")
+    precision: str = option("float32", "forward/backward dtype (params and optimizer state stay float32)",
+                            choices=PRECISIONS)
     prefetch: int = option(2, "host batches placed on device ahead of the loop path's steps; 0: no thread", minimum=0)
 
     def resumable_fields(self) -> set[str]:
@@ -169,16 +205,36 @@ def check_divisible(config: RunConfig, name: str, by: str) -> None:
         )
 
 
-def parse_widths(text: str, flag: str, min_count: int = 1) -> tuple[int, ...]:
-    """Comma-separated positive widths, e.g. '128,64' -> (128, 64); ``ConfigError`` naming ``--flag`` otherwise."""
+def widths_rule(min_count: int) -> str:
+    """What a widths flag must be, e.g. 'must be >= 1 comma-separated positive widths like 128,64'."""
+    example = ",".join(["128", "64", "10"][: max(min_count, 2)])
+    return f"must be >= {min_count} comma-separated positive widths like {example}"
+
+
+def valid_widths(widths: Any, min_count: int = 1) -> bool:
+    """Whether ``widths`` is a tuple of at least ``min_count`` ints, each >= 1."""
+    return (
+        isinstance(widths, tuple)
+        and len(widths) >= min_count
+        and all(type(w) is int and w >= 1 for w in widths)
+    )
+
+
+def parse_widths(text: str, min_count: int = 1) -> tuple[int, ...]:
+    """Comma-separated positive widths, e.g. '128,64' -> (128, 64); ``argparse.ArgumentTypeError`` stating
+    ``widths_rule`` otherwise (argparse names the flag)."""
     try:
         widths = tuple(int(w) for w in text.split(",") if w.strip())
     except ValueError:
         widths = ()
-    if len(widths) < min_count or min(widths, default=0) < 1:
-        example = ",".join(["128", "64", "10"][:max(min_count, 2)])
-        raise ConfigError(f"--{flag} must be >= {min_count} comma-separated positive widths like {example}; got {text!r}")
+    if not valid_widths(widths, min_count):
+        raise argparse.ArgumentTypeError(f"{widths_rule(min_count)}; got {text!r}")
     return widths
+
+
+def format_widths(widths: Sequence[int]) -> str:
+    """Widths as the command line spells them: (128, 64) -> '128,64'."""
+    return ",".join(str(w) for w in widths)
 
 
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
@@ -255,6 +311,16 @@ def _scalar_type(annotation: Any) -> type:
     return annotation
 
 
+@functools.cache
+def _widths_fields(config_cls: type) -> frozenset[str]:
+    """Names of ``config_cls``'s ``tuple[int, ...]`` fields (layer widths and the like)."""
+    hints = typing.get_type_hints(config_cls)
+    return frozenset(
+        field.name for field in dataclasses.fields(config_cls)
+        if typing.get_origin(hints[field.name]) is tuple and typing.get_args(hints[field.name]) == (int, ...)
+    )
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad flag as a single stderr line (exit code 2)."""
 
@@ -264,22 +330,34 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser(config_cls: type[RunConfig], prog: str | None = None) -> argparse.ArgumentParser:
-    """An argument parser with one flag per field of ``config_cls``."""
+    """An argument parser with one flag per field of ``config_cls``, each with the help text, choices and minimum
+    count of the nearest class in its MRO that sets them; ``tuple[int, ...]`` fields read comma-separated widths."""
     parser = _OneLineParser(prog=prog, description=(config_cls.__doc__ or "").strip())
     hints = typing.get_type_hints(config_cls)
+    widths_fields = _widths_fields(config_cls)
     for field in dataclasses.fields(config_cls):
         flag = f"--{flag_name(field.name)}"
-        kind = _scalar_type(hints[field.name])
-        meaning = field_metadata(config_cls, field.name, "help")
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=meaning)
+        meaning = (field_metadata(config_cls, field.name, "help") or "").replace("%", "%%")
+        if field.name in widths_fields:
+            least = field_metadata(config_cls, field.name, "min_count") or 1
+            parser.add_argument(
+                flag, type=functools.partial(parse_widths, min_count=least), default=field.default, metavar="N,N",
+                help=f"{meaning} (default: {format_widths(field.default)})",
+            )
             continue
+        kind = _scalar_type(hints[field.name])
+        if kind is bool:
+            shown = flag if field.default else f"--no-{flag_name(field.name)}"
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default,
+                                help=f"{meaning} (default: {shown})")
+            continue
+        shown = "" if field.default is None else f" (default: {str(field.default) or repr('')})".replace("%", "%%")
         parser.add_argument(
             flag,
             type=kind,
             default=field.default,
             choices=field_metadata(config_cls, field.name, "choices"),
-            help=f"{meaning + ' ' if meaning else ''}(default: {field.default})",
+            help=meaning + shown,
         )
     return parser
 

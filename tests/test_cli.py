@@ -147,7 +147,7 @@ def test_mnist_cnn_default_run_learns_real_digits(tmp_path):
 
 def test_bad_mlp_widths_are_a_one_line_error():
     done = run_cli("experiments.mlp_mnist", "--hidden", "128,x", "--workdir", "/tmp/nnjax-never-written")
-    assert done.returncode == 2 and "--hidden must be >= 1 comma-separated positive widths" in done.stderr
+    assert done.returncode == 2 and "argument --hidden: must be >= 1 comma-separated positive widths" in done.stderr
     assert "Traceback" not in done.stderr
 
 

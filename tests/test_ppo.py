@@ -18,7 +18,7 @@ from nnjax.models.weights import load_params
 from nnjax.envs import cartpole
 from nnjax.tasks import ppo
 
-TINY = {"num_envs": 4, "num_steps": 8, "total_timesteps": 64, "update_epochs": 2, "num_minibatches": 2, "hidden": "8"}
+TINY = {"num_envs": 4, "num_steps": 8, "total_timesteps": 64, "update_epochs": 2, "num_minibatches": 2, "hidden": (8,)}
 
 
 def gym_euler_step(s, action):

@@ -127,7 +127,7 @@ def test_graph_training_resumes_bit_identical(tmp_path, monkeypatch):
 def test_ppo_resumes_bit_identical(tmp_path, monkeypatch):
     def train(name):
         config = ppo.PPOConfig(num_envs=4, num_steps=8, total_timesteps=4 * 8 * 4, update_epochs=1, num_minibatches=2,
-                               hidden="8", seeds=2, checkpoint_every_updates=2, workdir=str(tmp_path / name))
+                               hidden=(8,), seeds=2, checkpoint_every_updates=2, workdir=str(tmp_path / name))
         return ppo.train_ppo(config, "test")
 
     whole, resumed = _assert_resume_is_bit_identical(monkeypatch, ppo.PPO, train, kill_at=2)

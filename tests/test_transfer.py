@@ -107,7 +107,7 @@ def test_transfer_learning_experiment_runs_three_phases(tmp_path, monkeypatch):
 
     monkeypatch.setattr(transfer_learning, "fit", recording_fit)
     config = transfer_learning.Config(
-        data="digits", epochs=1, pretrain_epochs=1, target_labels=80, stage_sizes="1", widths="4",
+        data="digits", epochs=1, pretrain_epochs=1, target_labels=80, stage_sizes=(1,), widths=(4,),
         batch_size=32, eval_batch_size=512, validation_fraction=0.0, workdir=str(tmp_path),
     )
     result = transfer_learning.main(config)

@@ -39,21 +39,25 @@ class AdversarialConfig(ResumableConfig):
     ``steps`` counts generator updates (each after ``n_critic`` critic updates on fresh batches).
     """
 
-    steps: int = 2000
-    batch_size: int = 64
-    latent_dim: int = 100
-    loss: str = dataclasses.field(default="wasserstein", metadata={"choices": LOSSES})
-    gp_weight: float = 10.0  # 0 disables the gradient penalty
-    gp_one_sided: bool = False  # penalise only gradient norms above 1 (WGAN-LP)
-    n_critic: int = 5
-    learning_rate: float = 1e-4
-    critic_learning_rate: float = 0.0  # 0: the same as --learning-rate; larger: two time-scale updates (TTUR)
-    adam_b1: float = 0.0
-    adam_b2: float = 0.9
-    linear_decay: bool = False  # decay both learning rates linearly to 0 over the run (WGAN-GP's reference code)
-    log_every_steps: int = 50
-    checkpoint_every_steps: int = option(500, "0: only at the end", minimum=0)
-    keep_checkpoints: int = 2
+    steps: int = option(2000, "generator updates, each after --n-critic critic updates")
+    batch_size: int = option(64, "real and generated samples per update")
+    latent_dim: int = option(100, "dimensions of the generator's N(0, I) noise")
+    loss: str = option(
+        "wasserstein", "wasserstein (the WGAN critic) or nonsaturating (the logistic GAN loss)", choices=LOSSES
+    )
+    gp_weight: float = option(10.0, "weight of the gradient penalty; 0: none")
+    gp_one_sided: bool = option(False, "penalise only gradient norms above 1 (WGAN-LP)")
+    n_critic: int = option(5, "critic updates per generator update, each on a fresh batch")
+    learning_rate: float = option(1e-4, "the generator's Adam learning rate (and the critic's, see --critic-learning-rate)")
+    critic_learning_rate: float = option(
+        0.0, "the critic's Adam learning rate; 0: --learning-rate; larger: two time-scale updates (TTUR)"
+    )
+    adam_b1: float = option(0.0, "Adam beta1 of both networks, in [0, 1)")
+    adam_b2: float = option(0.9, "Adam beta2 of both networks, in [0, 1)")
+    linear_decay: bool = option(False, "decay both learning rates linearly to 0 over the run (WGAN-GP's reference code)")
+    log_every_steps: int = option(50, "generator updates between metric rows")
+    checkpoint_every_steps: int = option(500, "generator updates between checkpoints; 0: only at the end", minimum=0)
+    keep_checkpoints: int = option(2, "newest checkpoints kept in --workdir")
 
     def resumable_fields(self) -> set[str]:
         """More steps unless ``linear_decay`` (the learning rates then depend on the run's length), other log and

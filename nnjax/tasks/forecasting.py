@@ -63,17 +63,30 @@ class ForecastConfig(TrainConfig):
     part is evaluated instead.
     """
 
-    series: str = dataclasses.field(default="sine", metadata={"choices": SERIES})
-    epochs: int = option(0, "0: the series' default", minimum=0)
+    series: str = option(
+        "sine", "sine (the seed's noisy sine), sunspots (yearly 1700-2008) or co2 (monthly Mauna Loa 1958-2001)",
+        choices=SERIES,
+    )
+    epochs: int = option(
+        0, f"passes over the training windows; 0: the series' default ({', '.join(f'{k} {v}' for k, v in EPOCHS.items())})",
+        minimum=0,
+    )
     batch_size: int = 32
-    learning_rate: float = 5e-3
-    data: str = "series"
-    validation_fraction: float = 0.0
-    checkpoint_every_epochs: int = 0  # training takes seconds: only the final state is saved
-    points: int = 1000
-    noise: float = 0.1
-    window: int = option(0, "input steps per forecast; 0: the series' default", minimum=0)
-    difference: bool = False
+    learning_rate: float = option(5e-3, "Adam's initial learning rate, decayed to 0 along a cosine over the run")
+    data: str = option("series", "only series: --series picks the data")
+    validation_fraction: float = option(
+        0.0, "keep 0: a random validation split leaks overlapping windows; the time-ordered validation part is "
+        "evaluated instead"
+    )
+    checkpoint_every_epochs: int = option(0, "epochs between checkpoints; 0: only the final state (training takes seconds)",
+                                          minimum=0)
+    points: int = option(1000, "--series sine: values generated")
+    noise: float = option(0.1, "--series sine: standard deviation of the added Gaussian noise")
+    window: int = option(
+        0, f"input steps per forecast; 0: the series' default ({', '.join(f'{k} {v}' for k, v in WINDOWS.items())})",
+        minimum=0,
+    )
+    difference: bool = option(False, "see and forecast one-step changes instead of levels (for trending series such as co2)")
 
     def resumable_fields(self) -> set[str]:
         """``TrainConfig``'s, without the run's length (the cosine schedule depends on it)."""

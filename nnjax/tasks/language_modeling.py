@@ -39,27 +39,34 @@ WEIGHTS_FILE, VOCAB_FILE, SAMPLES_FILE = "lm.msgpack", "vocab.json", "samples.tx
 class LMConfig(TrainConfig):
     """Flags of a character LM: ``TransformerLM`` sizes (nanoGPT's CPU configuration), AdamW, decoding."""
 
-    optimizer: str = dataclasses.field(default="adamw", metadata={"choices": ("adamw",)})
+    optimizer: str = option(
+        "adamw", "only adamw (beta2 0.99, clipped at gradient norm 1, warm-up then cosine decay)", choices=("adamw",)
+    )
     warmup_steps: int = option(100, "linear warm-up steps, then cosine decay to --learning-rate / 10; 0: none",
                                minimum=0)
-    weight_decay: float = 0.1  # AdamW's decoupled decay, on matrices only
-    validation_fraction: float = 0.0  # the held-out text is the validation split
-    block_size: int = 64  # context length in characters
-    d_model: int = 128
-    num_heads: int = 4
-    num_layers: int = 4
-    dropout: float = 0.0
-    remat: str = dataclasses.field(default="none", metadata={"choices": tuple(REMAT_POLICIES)})
-    sample: bool = False  # generate from the trained run in --workdir instead of training
+    weight_decay: float = option(0.1, "AdamW's decoupled weight decay, on matrices only")
+    validation_fraction: float = option(
+        0.0, "fraction of the training windows held out at random; 0: none (the held-out text is evaluated instead)"
+    )
+    block_size: int = option(64, "context length in characters")
+    d_model: int = option(128, "transformer width (divisible by --num-heads)")
+    num_heads: int = option(4, "attention heads per block")
+    num_layers: int = option(4, "transformer blocks")
+    dropout: float = option(0.0, "dropout rate on attention weights and residual branches")
+    remat: str = option(
+        "none", "what each block keeps for the backward pass: none (no rematerialisation: everything), full (its input "
+        "only), dots (matmul outputs), dots_no_batch (weight matmuls only)", choices=tuple(REMAT_POLICIES),
+    )
+    sample: bool = option(False, "generate from the trained run in --workdir instead of training")
     prompt: str = option("\\n", "text the samples continue; the escapes \\n, \\t, \\r and \\\\ are decoded")
     num_samples: int = option(1, "continuations to sample; 0 (after training): none", minimum=0)
-    max_new_tokens: int = 500
-    temperature: float = 0.8  # 0: greedy
+    max_new_tokens: int = option(500, "characters generated per sample")
+    temperature: float = option(0.8, "sampling temperature; 0: greedy")
     top_k: int = option(0, "> 0: sample from the k most likely characters only; 0: from all", minimum=0)
-    top_p: float = 1.0  # < 1: sample from the smallest set of characters holding this probability
-    eos: str = ""  # a character that ends a sample ('' : none); beam search defaults to a newline
+    top_p: float = option(1.0, "< 1: sample from the smallest set of characters holding this probability; 1: all")
+    eos: str = option("", "a character that ends a sample (escapes decoded); empty: none, a newline for beam search")
     beam_size: int = option(0, "> 0: beam search (with --sample) instead of sampling; 0: sample", minimum=0)
-    length_alpha: float = 0.6  # beam search length normalisation ((5 + n) / 6) ** alpha
+    length_alpha: float = option(0.6, "beam search length normalisation: scores divided by ((5 + n) / 6) ** alpha")
 
     def resumable_fields(self) -> set[str]:
         """``TrainConfig``'s, without the run's length (the cosine schedule depends on it), plus every decoding flag."""

@@ -34,13 +34,14 @@ class NodeClassificationConfig(ResumableConfig):
     """Full-batch training fields; defaults are the GAT paper's: Adam lr 5e-3, L2 weight decay 5e-4,
     200 epochs (one step each)."""
 
-    epochs: int = 200
-    learning_rate: float = 5e-3
-    weight_decay: float = 5e-4  # coupled L2 (added to the gradient, as PyTorch's Adam weight_decay)
-    optimizer: str = dataclasses.field(default="adam", metadata={"choices": OPTIMIZERS})
-    log_every_epochs: int = 10
-    checkpoint_every_epochs: int = option(0, "0: only at the end", minimum=0)
-    keep_checkpoints: int = 2
+    epochs: int = option(200, "full-batch training steps, one per epoch")
+    learning_rate: float = option(5e-3, "the optimizer's learning rate")
+    weight_decay: float = option(5e-4, "coupled L2 weight decay (added to the gradient, as PyTorch's Adam weight_decay); "
+                                       "0: none")
+    optimizer: str = option("adam", "optimizer (momentum: SGD with momentum 0.9)", choices=OPTIMIZERS)
+    log_every_epochs: int = option(10, "epochs between metric rows")
+    checkpoint_every_epochs: int = option(0, "epochs between checkpoints; 0: only at the end", minimum=0)
+    keep_checkpoints: int = option(2, "newest checkpoints kept in --workdir")
 
     def resumable_fields(self) -> set[str]:
         """More epochs (the learning rate is constant), other log and checkpoint intervals."""

