@@ -54,7 +54,7 @@ def main(config: Config) -> dict:
     data = load_dataset(config.data, config.data_dir, config.download)
     model = BackpropMLP(features=(config.hidden, data.num_classes), hidden=config.activation)
     grad_error = max_grad_error(model, jnp.asarray(data.train["x"][:256]), jnp.asarray(data.train["y"][:256]))
-    summary = fit(config, model, data, losses.classification, experiment="backprop_digits").summary
+    summary = fit(config, model, data, losses.classification, experiment="backprop_digits", multi_seed=True).summary
     return {**summary, "max_grad_error_vs_autodiff": grad_error}
 
 

@@ -123,9 +123,11 @@ def main(config: Config) -> dict:
             bn_epsilon=config.bn_epsilon,
         )
         run = dataclasses.replace(config, workdir=os.path.join(workdir, name))
-        fitted = fit(run, model, data, losses.classification, experiment=f"{EXPERIMENT}/{name}")
+        fitted = fit(run, model, data, losses.classification, experiment=f"{EXPERIMENT}/{name}", multi_seed=True)
         histories[name] = fitted.history
-        result[f"test_accuracy_{name}"] = fitted.summary["test_accuracy"]
+        for key in ("test_accuracy", "test_accuracy_std", "test_accuracy_per_seed"):  # the last two with --seeds
+            if key in fitted.summary:
+                result[key.replace("test_accuracy", f"test_accuracy_{name}")] = fitted.summary[key]
     plots.compare_curves(histories, "accuracy", os.path.join(workdir, "accuracy_curves.png"), title=f"MLP on {data.name}")
     prepare_workdir(dataclasses.replace(config, workdir=workdir), EXPERIMENT)
     return {**result, "data": data.name, "epochs": config.epochs, "plots": ["accuracy_curves.png"], "workdir": workdir}

@@ -39,7 +39,7 @@ def main(config: Config) -> dict:
     except DataUnavailableError as err:
         raise DataUnavailableError(f"{err}; --data digits or --data mnist5k train the same SimpleCNN offline") from err
     model = SimpleCNN(num_classes=data.num_classes)
-    return fit(config, model, data, losses.classification, experiment="cifar_cnn").summary
+    return fit(config, model, data, losses.classification, experiment="cifar_cnn", multi_seed=True).summary
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def main(config: Config) -> dict:
 
     gap = accumulation_gap(mean_loss, params, big_batch, tx, config.accumulate_steps)
 
-    result = fit(config, model, data, losses.classification, "gradient_accumulation", tx=accumulate(tx, config.accumulate_steps))
+    result = fit(config, model, data, losses.classification, "gradient_accumulation",
+                 tx=accumulate(tx, config.accumulate_steps), multi_seed=True)
     return {
         **result.summary,
         "micro_batch_size": config.batch_size,

@@ -26,7 +26,7 @@ class Config(TrainConfig):
 def main(config: Config) -> dict:
     data = load_dataset(config.data, config.data_dir, config.download)
     model = MLP(features=(*config.hidden, data.num_classes))
-    return fit(config, model, data, losses.classification, experiment="mlp_mnist").summary
+    return fit(config, model, data, losses.classification, experiment="mlp_mnist", multi_seed=True).summary
 
 
 if __name__ == "__main__":

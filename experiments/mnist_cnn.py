@@ -28,7 +28,7 @@ class Config(TrainConfig):
 def main(config: Config) -> dict:
     data = load_dataset(config.data, config.data_dir, config.download)
     model = MnistCNN(num_classes=data.num_classes, conv_features=config.conv_features, hidden=config.hidden)
-    return fit(config, model, data, losses.classification, experiment="mnist_cnn").summary
+    return fit(config, model, data, losses.classification, experiment="mnist_cnn", multi_seed=True).summary
 
 
 if __name__ == "__main__":

@@ -64,7 +64,8 @@ def main(config: Config) -> dict:
         num_classes=data.num_classes, width=config.width, depth=config.depth, drop_path_rate=config.drop_path_rate
     )
     augment = regularization.augmentation(config.method, data.num_classes, config.alpha)
-    summary = fit(config, model, data, losses.classification, experiment=EXPERIMENT, augment=augment).summary
+    summary = fit(config, model, data, losses.classification, experiment=EXPERIMENT, augment=augment,
+                  multi_seed=True).summary
     plot_names = example_plots(config, data.train, data.num_classes, summary["workdir"])
     return {
         "method": config.method,

@@ -160,6 +160,8 @@ class TrainConfig(ResumableConfig):
     precision: str = option("float32", "forward/backward dtype (params and optimizer state stay float32)",
                             choices=PRECISIONS)
     prefetch: int = option(2, "host batches placed on device ahead of the loop path's steps; 0: no thread", minimum=0)
+    seeds: int = option(1, "N > 1: seeds --seed .. --seed+N-1 trained at once in one vmapped step (--parallel none); "
+                           "each metric is their mean, with <metric>_std and <metric>_per_seed")
 
     def resumable_fields(self) -> set[str]:
         """More epochs or steps (the default optimizers keep a constant learning rate), other logging, checkpoint

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 
 def learning_curves(rows: Sequence[dict[str, Any]], path: str, title: str = "") -> str:
     """Plot train/validation/test loss and accuracy against the training step from metric rows; returns ``path``.
@@ -16,7 +18,8 @@ def learning_curves(rows: Sequence[dict[str, Any]], path: str, title: str = "") 
     Training curves come from the logged chunk rows (``kind == 'train'``: means over each chunk of
     steps, drawn at the chunk's last step), validation points from the epoch rows (``val_*``) and
     the final evaluation from the ``'test'`` row, so a run of a fraction of an epoch still shows
-    its curve. The top axis marks epochs when the run spans more than one.
+    its curve. The top axis marks epochs when the run spans more than one. Rows of several seeds
+    (``<metric>_per_seed``) draw the mean with a band (test: an error bar) of one standard deviation over seeds.
     """
     from matplotlib.figure import Figure
 
@@ -27,7 +30,7 @@ def learning_curves(rows: Sequence[dict[str, Any]], path: str, title: str = "") 
     }
     metrics = sorted(
         {key.split("_", 1)[1] for split, split_rows in series.items() for row in split_rows for key in row
-         if key.startswith(f"{split}_")}
+         if key.startswith(f"{split}_") and not key.endswith(("_std", "_per_seed"))}
     )
     fig = Figure(figsize=(5 * len(metrics), 4))
     axes = fig.subplots(1, len(metrics), squeeze=False)
@@ -36,7 +39,15 @@ def learning_curves(rows: Sequence[dict[str, Any]], path: str, title: str = "") 
         for split, style in (("train", "-"), ("val", "s--"), ("test", "*")):
             points = [(row["step"], row[f"{split}_{metric}"]) for row in series[split] if f"{split}_{metric}" in row]
             if points:
-                ax.plot(*zip(*points), style, label=split, markersize=10 if split == "test" else 5)
+                line = ax.plot(*zip(*points), style, label=split, markersize=10 if split == "test" else 5)[0]
+                per_seed = [(row["step"], np.std(row[f"{split}_{metric}_per_seed"], ddof=1))
+                            for row in series[split] if len(row.get(f"{split}_{metric}_per_seed", ())) > 1]
+                if per_seed and split != "test":  # several seeds: their mean with a band of +- one std
+                    steps, std = np.array(per_seed).T
+                    mean = np.array([value for step, value in points if step in set(steps)])
+                    ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+                elif per_seed:
+                    ax.errorbar(*zip(*points), yerr=[std for _, std in per_seed], fmt="none", color=line.get_color())
         for step in epoch_ends[:-1] if len(epoch_ends) > 1 else []:
             ax.axvline(step, color="0.85", linewidth=0.8, zorder=0)
         ax.set_xlabel("step" + (" (grey lines: epoch ends)" if len(epoch_ends) > 1 else ""))
@@ -81,7 +92,6 @@ def convolution_panels(
     Output maps are shown in grey between their 1st and 99th percentiles, so a few strong edges do
     not wash out the rest.
     """
-    import numpy as np
     from matplotlib.figure import Figure
 
     kernel = np.asarray(kernel_KHxKW)
@@ -242,7 +252,6 @@ def loss_curves(
     With ``zoom=(lo, hi)`` a second panel repeats the curves for ``lo <= x <= hi`` only, so that small
     differences (e.g. a penalty near the minimum) are visible.
     """
-    import numpy as np
     from matplotlib.figure import Figure
 
     x_N = np.asarray(x_N)
@@ -289,7 +298,6 @@ def optimizer_paths(
     x_GxG: Any, y_GxG: Any, z_GxG: Any, paths: dict[str, Any], losses: dict[str, Any], path: str, title: str = ""
 ) -> str:
     """Contours of a 2-D function with each optimizer's path ([T+1, 2]) and its loss per step (log scale)."""
-    import numpy as np
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(14, 6))
@@ -320,7 +328,6 @@ def optimizer_paths(
 
 def lr_schedule(epochs_E: Any, lr_E: Any, path: str, marks_every: int = 0, title: str = "") -> str:
     """Learning rate per epoch as a step curve (log scale), optionally marking every ``marks_every`` epochs."""
-    import numpy as np
     from matplotlib.figure import Figure
 
     epochs_E, lr_E = np.asarray(epochs_E), np.asarray(lr_E)
@@ -364,7 +371,6 @@ def compare_curves(histories: dict[str, Sequence[dict[str, Any]]], metric: str, 
 
 def mixed_examples(x_NxHxWxC: Any, y_soft_NxK: Any, path: str, title: str = "", columns: int = 4) -> str:
     """Grid of (mixed) images, each titled with its non-zero label weights ``class:weight``; returns ``path``."""
-    import numpy as np
     from matplotlib.figure import Figure
 
     x = np.asarray(x_NxHxWxC)
@@ -390,7 +396,6 @@ def confusion_matrix_figure(cm_KxK: Any, class_names: Sequence[str] | None = Non
 
     ``normalize=True`` shows each row divided by its true count (recall on the diagonal; empty rows 0).
     """
-    import numpy as np
     from matplotlib.figure import Figure
 
     counts = np.asarray(cm_KxK, dtype=np.float64)
@@ -425,7 +430,6 @@ def confusion_matrix(cm_KxK: Any, path: str, class_names: Sequence[str] | None =
 
 def equity_curves(curves: dict[str, Any], path: str, title: str = "") -> str:
     """Equity curves (wealth from 1.0 per trading day), one line per strategy name; returns ``path``."""
-    import numpy as np
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 4.5))
@@ -449,7 +453,6 @@ def forecast(
     ``forecasts`` maps a label (e.g. 'LSTM', 'naive') to values [N]; ``context`` = (t, values) of
     earlier series (e.g. the training part) drawn faintly before the forecast region.
     """
-    import numpy as np
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4))
@@ -470,7 +473,6 @@ def forecast(
 
 def return_predictions(actual_N: Any, predicted_N: Any, path: str, title: str = "") -> str:
     """Predicted against realised daily returns: both over time (left) and as a scatter (right); returns ``path``."""
-    import numpy as np
     from matplotlib.figure import Figure
 
     actual_N, predicted_N = np.asarray(actual_N), np.asarray(predicted_N)
@@ -499,7 +501,6 @@ def tile_images(x_NxHxWxC: Any, columns: int = 8, pad: int = 1) -> Any:
     Empty cells and the ``pad``-pixel gutters are the images' minimum value, so the grid
     reads as one picture at any value range.
     """
-    import numpy as np
 
     x = np.asarray(x_NxHxWxC, dtype=np.float32)
     if x.ndim != 4 or len(x) == 0 or columns < 1:
@@ -521,7 +522,6 @@ def image_grid(
 
     Values are clipped to ``value_range`` (e.g. (-1, 1) for a tanh generator) and shown on it.
     """
-    import numpy as np
     from matplotlib.figure import Figure
 
     lo, hi = value_range
@@ -545,7 +545,6 @@ def segmentation_overlay(
     The overlay colours true positives green, false positives red and false negatives blue over
     the grey image, so a reader sees at a glance where the prediction is wrong.
     """
-    import numpy as np
     from matplotlib.figure import Figure
 
     images = np.asarray(images_NxHxWxC, dtype=np.float32)
@@ -581,7 +580,6 @@ def segmentation_overlay(
 def histograms(samples: dict[str, Any], path: str, title: str = "", bins: int = 50, densities: dict[str, Any] | None = None) -> str:
     """Overlaid density histograms of 1-D samples (name -> values), plus optional curves
     (name -> (x, density)) such as the target's closed-form density; returns ``path``."""
-    import numpy as np
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4))
@@ -619,7 +617,6 @@ def graph_predictions(data: Any, predicted_N: Any, path: str, title: str) -> str
     """A ``nnjax.data.graphs.NodeClassification`` graph (spring layout, fixed seed) with nodes coloured by
     predicted class [N], misclassified test nodes ringed in red and labelled nodes drawn as squares."""
     import networkx as nx
-    import numpy as np
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
@@ -652,7 +649,6 @@ def spectrogram(power_FxK: Any, tracks: dict[str, Any], times_F: Any, nyquist: f
     """Power spectrogram [F frames, K bins from 0 to ``nyquist`` Hz] in dB with frequency tracks (name ->
     Hz per frame [F], ``'true'`` dashed) overlaid, and below it each track minus ``tracks['true']`` with a
     band of +-half a bin; frames sit at ``times_F`` (s). Returns ``path``."""
-    import numpy as np
     from matplotlib.figure import Figure
 
     if "true" not in tracks:

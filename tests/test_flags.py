@@ -40,7 +40,7 @@ FAMILY_FLAGS = {
     TrainConfig: "--seed --workdir --restart --epochs --steps --batch-size --learning-rate --optimizer --data "
     "--data-dir --download --parallel --model-parallel --validation-fraction --eval-batch-size --log-every-steps "
     "--checkpoint-every-epochs --checkpoint-every-steps --keep-checkpoints --scan-epoch --grad-accum-steps "
-    "--precision --prefetch",
+    "--precision --prefetch --seeds",
 }
 FAMILY_MEMBERS = {
     RunConfig: "activations chain_rule classify_image conv_edges gradient_descent loss_functions lr_schedule "

@@ -187,4 +187,4 @@ def test_experiment_rejects_bad_flags_and_missing_statsmodels(monkeypatch, capsy
         importlib.util, "find_spec", lambda module, *a: None if module == "statsmodels" else real_find_spec(module, *a)
     )
     assert run([]) == 2
-    assert "pip install statsmodels" in capsys.readouterr().err
+    assert "nnjax data fetch statsmodels_series" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -29,7 +30,7 @@ from nnjax.data.records import RecordSplit
 from nnjax.errors import ConfigError
 from nnjax.optim import make_optimizer
 from nnjax.train.parallel import Parallel
-from nnjax.train.runner import RunResult, Schedule, Task, run
+from nnjax.train.runner import RunResult, Schedule, Task, rounded, run
 from nnjax.train.sharding import param_logical_axes
 from nnjax.train.state import TrainState, create_train_state
 from nnjax.train.steps import Augment, Objective
@@ -60,7 +61,8 @@ def planned_steps(config: TrainConfig, n_examples: int) -> int:
 def evaluate(
     parallel: Parallel, state: TrainState, split: dict[str, np.ndarray], batch_size: int, prefetch_size: int = 2
 ) -> dict[str, float]:
-    """Exact means of every objective metric over ``split`` (padded batches [batch_size, ...], masked).
+    """Exact means of every objective metric over ``split`` (padded batches [batch_size, ...], masked); with
+    ``parallel.seeds`` S > 1, each mean is an array [S], one per seed.
 
     Up to ``prefetch_size`` batches are placed on the device ahead of the step (0: no thread).
     """
@@ -70,7 +72,23 @@ def evaluate(
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
     totals = jax.device_get(totals)
     count = totals.pop("count")
-    return {k: float(v / count) for k, v in totals.items()}
+    if parallel.seeds == 1:
+        return {k: float(v / count) for k, v in totals.items()}
+    return {k: np.asarray(v / count, np.float64) for k, v in totals.items()}
+
+
+def seed_statistics(prefix: str, means: dict[str, Any]) -> dict[str, Any]:
+    """``prefix + name`` for every metric: the value itself, or for per-seed values [S] their mean, plus
+    ``<name>_std`` (the sample standard deviation over seeds, ddof 1) and ``<name>_per_seed``."""
+    out: dict[str, Any] = {}
+    for name, value in means.items():
+        if np.ndim(value) == 0:
+            out[prefix + name] = float(value)
+            continue
+        out[prefix + name] = float(np.mean(value))
+        out[f"{prefix}{name}_std"] = float(np.std(value, ddof=1))
+        out[f"{prefix}{name}_per_seed"] = [float(v) for v in value]
+    return out
 
 
 class Supervised(Task):
@@ -98,7 +116,8 @@ class Supervised(Task):
         self.train, self.val, self.test = train, val, test
         self.n_train = num_examples(train)
         self.steps_per_epoch = self.n_train // config.batch_size
-        self.examples_per_step = config.batch_size
+        self.seeds = parallel.seeds
+        self.examples_per_step = config.batch_size * self.seeds
         self.streaming = isinstance(train, RecordSplit)
         self.use_scan = (
             not self.streaming and config.scan_epoch and parallel.supports_scan
@@ -108,9 +127,17 @@ class Supervised(Task):
         self._epoch_indices: tuple[int, np.ndarray] | None = None
 
     def init_state(self) -> TrainState:
-        key = jax.random.PRNGKey(self.config.seed)
         sample_x = take(self.train, np.arange(self.config.batch_size))["x"]
-        return jax.device_get(create_train_state(self.model, self.tx, sample_x, key))
+        if self.seeds == 1:
+            return jax.device_get(create_train_state(self.model, self.tx, sample_x, jax.random.PRNGKey(self.config.seed)))
+        keys = jnp.stack([jax.random.PRNGKey(seed) for seed in self.seed_values])
+        return jax.device_get(jax.vmap(lambda key: create_train_state(self.model, self.tx, sample_x, key))(keys))
+
+    @property
+    def seed_values(self) -> list[int]:
+        """The seeds trained at once: ``--seed``, ``--seed + 1``, ...; seed k initialises, drops out and shuffles
+        exactly as a one-seed run with ``--seed`` k would (the validation split stays that of ``--seed``)."""
+        return [self.config.seed + k for k in range(self.seeds)]
 
     def place(self, host_state: TrainState) -> TrainState:
         return self.parallel.place_state(host_state)
@@ -125,14 +152,16 @@ class Supervised(Task):
         return self.parallel.restore_target(host_state)
 
     def batch_indices(self, start: int, stop: int) -> np.ndarray:
-        """Rows [C, B] of the training split for global steps ``start+1 .. stop`` (within one epoch).
+        """Rows [C, B] (with seeds: [C, S, B]) of the training split for global steps ``start+1 .. stop`` (within
+        one epoch).
 
         The stream's position after ``start`` steps is (epoch, step in epoch) = ``divmod(start, steps_per_epoch)``.
         """
         epoch, in_epoch = divmod(start, self.steps_per_epoch)
         if self._epoch_indices is None or self._epoch_indices[0] != epoch:
-            idx = epoch_batch_indices(self.n_train, self.config.batch_size, self.config.seed, epoch)
-            self._epoch_indices = (epoch, idx)
+            per_seed = [epoch_batch_indices(self.n_train, self.config.batch_size, seed, epoch)
+                        for seed in self.seed_values]
+            self._epoch_indices = (epoch, per_seed[0] if self.seeds == 1 else np.stack(per_seed, axis=1))
         return self._epoch_indices[1][in_epoch : in_epoch + stop - start]
 
     def train_chunk(self, state: TrainState, start: int, stop: int) -> tuple[TrainState, dict[str, np.ndarray]]:
@@ -144,39 +173,45 @@ class Supervised(Task):
             # so one executable serves chunks of every length.
             steps = len(idx_CxB)
             longest = max(steps, min(self.config.log_every_steps, self.steps_per_epoch))
-            padded_LxB = np.zeros((longest, idx_CxB.shape[1]), idx_CxB.dtype)
+            padded_LxB = np.zeros((longest, *idx_CxB.shape[1:]), idx_CxB.dtype)  # [L, B] or [L, S, B]
             padded_LxB[:steps] = idx_CxB
             state, metrics = self.parallel.train_chunk(state, self._device_train, padded_LxB, steps)
             return state, {k: v[:steps] for k, v in jax.device_get(metrics).items()}
         metrics = []
         if self.streaming:  # this process's rows only, read from disk in the prefetch thread
             rows = self.parallel.local_rows(self.config.batch_size)
-            batches = (take(self.train, idx_B[rows]) for idx_B in idx_CxB)
+            batches = (self._take(idx_B[..., rows]) for idx_B in idx_CxB)
             place = functools.partial(self.parallel.place_local_batch, batch_size=self.config.batch_size)
         else:
-            batches = (take(self.train, idx_B) for idx_B in idx_CxB)
+            batches = (self._take(idx_B) for idx_B in idx_CxB)
             place = self.parallel.place_batch
         for batch in prefetch(batches, self.config.prefetch, place):
             state, step_metrics = self.parallel.train_step(state, batch)
             metrics.append(step_metrics)
         return state, jax.tree.map(lambda *m: np.stack(m), *jax.device_get(metrics))
 
-    def epoch_metrics(self, state: TrainState) -> dict[str, float]:
+    def _take(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """The training rows ``idx`` ([B], or [S, B] with seeds) as arrays [B, ...] / [S, B, ...]."""
+        batch = take(self.train, idx.reshape(-1))
+        return {k: v.reshape(*idx.shape, *v.shape[1:]) for k, v in batch.items()}
+
+    def epoch_metrics(self, state: TrainState) -> dict[str, Any]:
         if self.val is None:
             return {}
-        means = evaluate(self.parallel, state, self.val, self.config.eval_batch_size, self.config.prefetch)
-        return {f"val_{k}": v for k, v in means.items()}
+        return seed_statistics("val_", evaluate(self.parallel, state, self.val, self.config.eval_batch_size,
+                                                self.config.prefetch))
 
-    def final_metrics(self, state: TrainState) -> dict[str, float]:
-        means = evaluate(self.parallel, state, self.test, self.config.eval_batch_size, self.config.prefetch)
-        return {f"test_{k}": v for k, v in means.items()}
+    def final_metrics(self, state: TrainState) -> dict[str, Any]:
+        return seed_statistics("test_", evaluate(self.parallel, state, self.test, self.config.eval_batch_size,
+                                                 self.config.prefetch))
 
     def finish(self, state: TrainState, rows: list[dict[str, Any]], workdir: str) -> dict[str, Any]:
         last_epoch = next((row for row in reversed(rows) if row["kind"] == "epoch"), {})
         return {
-            **{k: round(v, 4) for k, v in last_epoch.items() if k.startswith("val_")},
+            **{k: rounded(v) for k, v in last_epoch.items() if k.startswith("val_")},
             "train_examples": self.n_train,
-            "epochs": _epochs(int(state.step), self.steps_per_epoch),
+            "epochs": _epochs(int(np.max(state.step)), self.steps_per_epoch),
+            **({"seeds": self.seed_values} if self.seeds > 1 else {}),
             "parallel": self.config.parallel,
             "param_bytes_per_device": self.parallel.state_bytes_per_device(state),
             "grad_accum_steps": self.config.grad_accum_steps,
@@ -192,6 +227,7 @@ def fit(
     experiment: str,
     tx: optax.GradientTransformation | None = None,
     augment: Augment | None = None,
+    multi_seed: bool = False,
 ) -> RunResult:
     """Train ``model`` on ``data`` to minimise ``objective`` as ``config`` says; resume if possible.
 
@@ -205,7 +241,15 @@ def fit(
     The run trains ``config.steps`` steps if > 0 (its last epoch partial), else ``config.epochs``
     whole epochs; ``config.grad_accum_steps`` and ``config.precision`` configure the train/eval
     steps (``nnjax.train.steps``), and ``config.prefetch`` batches are placed ahead on the loop path.
+
+    ``config.seeds`` S > 1 trains S seeds at once (``Supervised.seed_values``): every metric is reported as the
+    mean over seeds with ``<metric>_std`` and ``<metric>_per_seed``, and ``RunResult.state`` is stacked, each
+    leaf [S, ...]. A caller that reads the state passes ``multi_seed=True`` once it handles that; otherwise
+    ``--seeds`` > 1 is refused, so a trained state is never mistaken for one seed's.
     """
+    if config.seeds > 1 and not multi_seed:
+        raise ConfigError(f"--seeds {config.seeds}: {experiment} reads one trained state after training and does not "
+                          "train several seeds at once yet; run one --seed per process")
     if config.validation_fraction > 0:
         train, val = split_validation(data.train, config.validation_fraction, config.seed)
     else:
@@ -217,15 +261,17 @@ def fit(
         config.parallel, objective, config.batch_size, config.eval_batch_size, augment,
         config.grad_accum_steps, config.precision, config.model_parallel,
         param_logical_axes(model, take(train, np.arange(1))["x"]) if config.parallel == "fsdp" else None,
+        config.seeds,
     )
     task = Supervised(
         config, model, train, val, data.test, parallel, tx or make_optimizer(config.optimizer, config.learning_rate)
     )
     schedule = schedule_of(config, planned_steps(config, num_examples(data.train)), task.steps_per_epoch)
     log.info(
-        "training %d steps (%d per epoch, batch %d) on %d examples, %s, parallel=%s",
+        "training %d steps (%d per epoch, batch %d) on %d examples, %s, parallel=%s%s",
         schedule.total_steps, task.steps_per_epoch, config.batch_size, n_train,
         "epoch chunks in lax.scan on device" if task.use_scan else "one jitted step per batch", config.parallel,
+        f", seeds {task.seed_values[0]}..{task.seed_values[-1]} at once (vmap)" if task.seeds > 1 else "",
     )
     identity = {"data_fingerprint": data.fingerprint} if data.fingerprint else {}  # a resume reads the same records
     result = run(task, schedule, config, experiment, title=f"{experiment} on {data.name}", data_source=data.source,

@@ -58,6 +58,10 @@ class Parallel:
     ``model_parallel`` is the size of the mesh's ``model`` axis and ``param_axes`` the model's logical axis names
     (``nnjax.train.sharding.param_logical_axes``; parameters without names are sharded by shape).
 
+    With ``seeds`` S > 1 (``none`` mode only) the steps are ``jax.vmap``-ed over S independent states: every
+    state leaf and every train batch has a leading [S] axis (each seed its own rows), eval batches are shared,
+    and metrics come back [S] per step (``train_chunk``: [C, S]; its ``idx`` [C, S, B]).
+
     ``checkpoint_state(state)`` is what a checkpoint of a placed state saves (its host copy; under ``fsdp`` the
     sharded state itself, each process writing its shards) and ``restore_target(host_state)`` what it is
     restored into (the host state; under ``fsdp`` shape/dtype structs with the shardings ``place_state`` gives).
@@ -74,6 +78,7 @@ class Parallel:
         precision: str = "float32",
         model_parallel: int = 1,
         param_axes: dict[sharding.KeyPath, tuple[str | None, ...]] | None = None,
+        seeds: int = 1,
     ):
         if mode not in PARALLEL_MODES:
             raise ConfigError(f"--parallel must be one of {', '.join(PARALLEL_MODES)}, got {mode!r}")
@@ -81,6 +86,9 @@ class Parallel:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if model_parallel != 1 and mode != "fsdp":
             raise ConfigError(f"--model-parallel {model_parallel} needs --parallel fsdp (got --parallel {mode})")
+        if seeds > 1 and mode != "none":
+            raise ConfigError(f"--seeds {seeds} trains the seeds at once on one device (--parallel none), "
+                              f"not with --parallel {mode}")
         self.mode = mode
         self.num_devices = 1 if mode == "none" else jax.device_count()
         self._mesh = sharding.make_mesh(model_parallel) if mode == "fsdp" else None
@@ -95,6 +103,9 @@ class Parallel:
         self.compiled = Compiled(ahead_of_time=not (mode == "pmap" and jax.process_count() > 1))
         step = make_train_step(objective, "batch" if mode == "pmap" else None, augment, grad_accum_steps, precision)
         eval_step = make_eval_step(objective, "batch" if mode == "pmap" else None, precision)
+        self.seeds = seeds
+        if seeds > 1:  # every leaf of the state and of each train batch gets a leading seed axis [S]
+            step, eval_step = jax.vmap(step), jax.vmap(eval_step, in_axes=(0, None))
         self.state_shardings: Any = None  # a tree of shardings once a state is placed (fsdp), else None
         self.checkpoint_state = lambda state: self.host_state(state)  # what a checkpoint of a placed state saves
         self.restore_target = lambda host_state: host_state  # what a checkpoint is restored into
@@ -242,7 +253,7 @@ class Parallel:
         self, state: TrainState, data: Batch, idx_CxB: np.ndarray, num_steps: int | None = None
     ) -> tuple[TrainState, Metrics]:
         """Updates on rows ``idx_CxB[:num_steps]`` (default: all C) in one scan over placed ``data``; metrics
-        [C], zero after ``num_steps``."""
+        [C], zero after ``num_steps`` (with seeds: ``idx`` [C, S, B], metrics [C, S])."""
         num_steps = np.int32(len(idx_CxB) if num_steps is None else num_steps)
         return self.compiled("train_chunk", self._train_chunk, state, data, idx_CxB, num_steps)
 

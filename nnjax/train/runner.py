@@ -214,7 +214,7 @@ def _resume_and_train(task: Task, schedule: Schedule, workdir: str, checkpoints:
             plots.learning_curves(writer.rows, os.path.join(workdir, task.curves_file), title=title)
         summary = {
             **task.finish(host_state, writer.rows, workdir),
-            **{k: round(v, 4) for k, v in final.items()},
+            **{k: rounded(v) for k, v in final.items()},
             "steps": schedule.total_steps,
             "compile_s": round(task.compiled.seconds, 2),
             "train_time_s": round(seconds, 2),
@@ -225,6 +225,11 @@ def _resume_and_train(task: Task, schedule: Schedule, workdir: str, checkpoints:
     finally:
         writer.close()
     return RunResult(state=host_state, history=writer.rows, summary=summary)
+
+
+def rounded(value: Any, digits: int = 4) -> Any:
+    """``value`` (a number or a list of them, e.g. a metric's per-seed values) rounded to ``digits`` decimals."""
+    return [round(v, digits) for v in value] if isinstance(value, list) else round(value, digits)
 
 
 def _warn_lost_history(writer: MetricWriter, start: int) -> None:
@@ -303,7 +308,8 @@ def _write_epoch_row(task: Task, state: Any, epoch: int, step: int, writer: Metr
     }
     row = {"kind": "epoch", "step": step, "epoch": epoch, **means, **task.epoch_metrics(state)}
     writer.write(row)
-    log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items() if k.startswith(("train_", "val_"))})
+    shown = {k: round(v, 4) for k, v in row.items() if k.startswith(("train_", "val_")) and np.isscalar(v)}
+    log.info("epoch %d: %s", epoch, shown)
 
 
 def _check_finite(metrics: Metrics, start: int, checkpoints: Checkpointer) -> None:
