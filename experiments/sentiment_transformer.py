@@ -1,6 +1,6 @@
 """Seed 004 slide 15: sentiment analysis with a transformer, as ``pipeline("sentiment-analysis")`` does.
 
-    PYTHONPATH=/path/to/scattertext-site python -m experiments.sentiment_transformer
+    python -m experiments.sentiment_transformer
     python -m experiments.sentiment_transformer --weights runs/.../classifier.msgpack \\
         --predict "I love this product! It's amazing!|This movie was terrible and a waste of time."
 

@@ -1,10 +1,10 @@
 """Seed 002 slides 9-10: a bi-LSTM + self-attention forecasts next-day stock returns; long/flat backtest.
 
-    PYTHONPATH=/path/to/site python -m experiments.stock_forecast          # needs bokeh_sampledata
+    python -m experiments.stock_forecast                                  # bokeh's sample prices
     python -m experiments.stock_forecast --csv prices.csv --symbol XYZ      # any CSV with date, close
 
-Daily (split-adjusted) closes of ``--symbol`` from ``bokeh_sampledata`` (install it with
-``pip install --no-deps bokeh_sampledata``) become windows of 60 days of close, SMA-20, RSI-14 and
+Daily (split-adjusted) closes of ``--symbol`` from ``bokeh_sampledata`` (its file fetched
+once on first use, ``nnjax.data.packaged``) become windows of 60 days of close, SMA-20, RSI-14 and
 MACD, min-max scaled on the training period, each labelled with the next day's return; the days are
 split 70/15/15 in time order (``nnjax.data.prices.make_stock_dataset``). The model trains through
 ``nnjax.tasks.fit`` with the ``regression`` (MSE) objective on returns divided by their training

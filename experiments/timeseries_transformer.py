@@ -1,6 +1,6 @@
 """Seed 000 slide 10: an LSTM + self-attention "time-series transformer" forecasts the next value of a series.
 
-    python -m experiments.timeseries_transformer                          # sunspots (needs statsmodels)
+    python -m experiments.timeseries_transformer                          # sunspots (statsmodels' CSV, fetched on first use)
     python -m experiments.timeseries_transformer --series co2 --difference
     python -m experiments.timeseries_transformer --series sine            # the synthetic noisy sine
 

@@ -5,8 +5,8 @@ held-out data with Dice, IoU, pixel precision/recall and boundary F1 (measured, 
     python -m experiments.unet_segmentation --data shapes       # synthetic ellipses/polygons, exact masks
     python -m experiments.unet_segmentation --base 64           # the seed's widths 64/128/256/512
 
-``--data nuclei`` tiles the 512x512 nuclei image that ``stardist`` ships (``pip install --no-deps stardist
-tifffile``) into 64x64 tiles: overlapping training tiles from the left 3/4 of the image, non-overlapping
+``--data nuclei`` tiles the 512x512 nuclei image that ``stardist`` ships (fetched once on first use,
+``nnjax.data.packaged``) into 64x64 tiles: overlapping training tiles from the left 3/4 of the image, non-overlapping
 test tiles from the right 1/4, which is never trained on. ``--data auto`` (default) uses the nuclei when
 available and falls back, with a logged message, to synthetic shapes.
 

