@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import jax
+
 CACHE_ENV = "NNJAX_CACHE_DIR"
 
 
@@ -14,3 +16,14 @@ def cache_dir(*parts: str) -> str:
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nnjax"
     )
     return os.path.join(root, *parts)
+
+
+def enable_compilation_cache(directory: str | None = None) -> str:
+    """Keep the XLA programs this process compiles in ``directory`` (default ``cache_dir('jax')``), JAX's persistent
+    compilation cache, so a later process that compiles the same program (same computation, shapes, flags and
+    jaxlib) loads it instead; returns the directory. Call it before the first compile."""
+    directory = directory or cache_dir("jax")
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return directory

@@ -1,7 +1,8 @@
 """Command-line entry point shared by every experiment.
 
 ``run(main, Config)`` parses flags into ``Config``, sets up logging (through ``tqdm.write``, so a log line
-never breaks a progress bar), runs ``main(config)`` and
+never breaks a progress bar), turns on JAX's persistent compilation cache (``nnjax.cache``; ``--no-compile-cache``:
+off), runs ``main(config)`` and
 prints its result dict as the final stdout line (one standard JSON object: NaN and infinities
 become ``null``). Known errors (``NnjaxError``)
 become one line on stderr and exit code 2. Several processes (``nnjax.distributed``: the settings come
@@ -21,6 +22,7 @@ from typing import Any
 from tqdm import tqdm
 
 from nnjax import distributed
+from nnjax.cache import enable_compilation_cache
 from nnjax.config import ConfigT, parse_config
 from nnjax.errors import NnjaxError
 
@@ -72,6 +74,8 @@ def run(
         if not distributed.is_main_process():
             logging.getLogger("nnjax").setLevel(logging.WARNING)
         config = parse_config(config_cls, argv, prog)
+        if config.compile_cache:
+            enable_compilation_cache()
         result = main(config)
     except NnjaxError as err:
         sys.stderr.write(f"{prog or 'nnjax'}: error: {err}\n")

@@ -81,6 +81,8 @@ class RunConfig:
 
     seed: int = option(0, "root PRNG seed", minimum=0)
     workdir: str | None = option(None, "run directory (config.json, metrics, plots); default: a new runs/<experiment>/<time>")
+    compile_cache: bool = option(True, "keep compiled XLA programs in $NNJAX_CACHE_DIR/jax (default ~/.cache/nnjax/jax), "
+                                       "so a re-run loads them instead of compiling again")
 
     def __post_init__(self) -> None:
         cls = type(self)
@@ -123,7 +125,7 @@ class ResumableConfig(RunConfig):
     def resumable_fields(self) -> set[str]:
         """Fields that may differ when a run resumes in its run directory: they change what is logged, kept or
         evaluated, or how long the run goes on, never the steps already trained. All others define the run."""
-        return {"workdir", "restart"}
+        return {"workdir", "restart", "compile_cache"}
 
 
 @dataclasses.dataclass(frozen=True)

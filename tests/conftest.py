@@ -19,15 +19,21 @@ os.environ["XLA_FLAGS"] = " ".join(
 # threefry generator, but XLA:CPU compiles the draws of a model init ~2x faster, and compilation is
 # most of the suite's time. Set in the environment so CLI subprocesses and notebooks use it too.
 os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "false")
-# Tests never fetch data (nnjax.data.packaged) and never see the user's cache: an empty one per worker.
+# Tests never fetch data (nnjax.data.packaged) and never see the user's cache: an empty one for the session,
+# made by the first process (pytest-xdist's workers inherit it), so the workers share compiled programs.
 os.environ["NNJAX_OFFLINE"] = "1"
-os.environ["NNJAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="nnjax-test-cache-")
+os.environ.setdefault("NNJAX_TEST_CACHE_DIR", tempfile.mkdtemp(prefix="nnjax-test-cache-"))
+os.environ["NNJAX_CACHE_DIR"] = os.environ["NNJAX_TEST_CACHE_DIR"]
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from nnjax.cache import enable_compilation_cache  # noqa: E402
 from nnjax.data import Dataset  # noqa: E402
+
+# Tests compile the same small programs many times (every resume test trains 3 times): compile each once.
+enable_compilation_cache()
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,10 +95,12 @@ TV = _torchvision()
 needs_torchvision = pytest.mark.skipif(TV is None, reason="torch/torchvision missing or broken in this env")
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m <args>`` from the repo root and capture its output."""
+def run_cli(*args: str, timeout: float = 300, optimized: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m <args>`` from the repo root and capture its output. ``optimized``: with XLA's default
+    optimisation instead of the suite's -O0 (for a run whose training, not its compile, takes the time)."""
+    env = dict(os.environ, XLA_FLAGS=f"{USER_XLA_FLAGS} --xla_force_host_platform_device_count=8".strip()) if optimized else None
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env
     )
 
 

@@ -137,7 +137,7 @@ def test_sigkill_then_resume_is_bit_identical_to_uninterrupted(tmp_path):
 
 @pytest.mark.slow
 def test_mnist_cnn_default_run_learns_real_digits(tmp_path):
-    done = run_cli("experiments.mnist_cnn", "--data", "mnist5k", "--workdir", str(tmp_path / "run"))
+    done = run_cli("experiments.mnist_cnn", "--data", "mnist5k", "--workdir", str(tmp_path / "run"), optimized=True)
     assert done.returncode == 0, done.stderr
     result = _final_json(done.stdout)
     assert result["data"] == "mnist5k" and result["epochs"] == 5

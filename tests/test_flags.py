@@ -35,9 +35,9 @@ EXPERIMENTS = sorted(m.name for m in pkgutil.iter_modules(experiments.__path__) 
 
 # The README's "Command line" section, as data: the flags of each family's base class, and its experiments.
 FAMILY_FLAGS = {
-    RunConfig: "--seed --workdir",
-    ResumableConfig: "--seed --workdir --restart",
-    TrainConfig: "--seed --workdir --restart --epochs --steps --batch-size --learning-rate --optimizer --data "
+    RunConfig: "--seed --workdir --compile-cache",
+    ResumableConfig: "--seed --workdir --compile-cache --restart",
+    TrainConfig: "--seed --workdir --compile-cache --restart --epochs --steps --batch-size --learning-rate --optimizer --data "
     "--data-dir --download --parallel --model-parallel --validation-fraction --eval-batch-size --log-every-steps "
     "--checkpoint-every-epochs --checkpoint-every-steps --keep-checkpoints --scan-epoch --grad-accum-steps "
     "--precision --prefetch --seeds",

@@ -157,7 +157,9 @@ def _mse_forms(pred, y):
 @given(pair=residual_pairs)
 def test_mse_forms_relate_by_the_factor_two(pair):
     out = _mse_forms(jnp.asarray(pair[0]), jnp.asarray(pair[1]))
-    np.testing.assert_allclose(out["mse"], np.mean((pair[0].astype(np.float64) - pair[1]) ** 2), rtol=1e-5)
+    # atol: squares below float32's smallest normal (1.2e-38) flush to 0 on XLA:CPU; float64 keeps them.
+    np.testing.assert_allclose(out["mse"], np.mean((pair[0].astype(np.float64) - pair[1]) ** 2), rtol=1e-5,
+                               atol=1e-37)
     np.testing.assert_allclose(out["mse"], 2 * out["half"], rtol=1e-6)
     np.testing.assert_allclose(out["half_3x4"], 4 * out["mse_3x4"] / 2, rtol=1e-6)
     np.testing.assert_allclose(out["half_grad"], (pair[0] - pair[1]) / N, rtol=1e-5, atol=1e-6)

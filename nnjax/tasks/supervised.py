@@ -135,8 +135,8 @@ class Supervised(Task):
 
     @property
     def seed_values(self) -> list[int]:
-        """The seeds trained at once: ``--seed``, ``--seed + 1``, ...; seed k initialises, drops out and shuffles
-        exactly as a one-seed run with ``--seed`` k would (the validation split stays that of ``--seed``)."""
+        """The seeds trained at once: ``--seed``, ``--seed + 1``, ...; each initialises, drops out and shuffles
+        exactly as a one-seed run with that ``--seed`` would (the validation split stays that of ``--seed``)."""
         return [self.config.seed + k for k in range(self.seeds)]
 
     def place(self, host_state: TrainState) -> TrainState:

@@ -42,8 +42,9 @@ class NonFiniteStateError(ValueError):
 
 
 def state_checksums(state: Any) -> tuple[dict[str, str], bool]:
-    """(``{leaf path: checksum}`` of every leaf (paths as ``params/Dense_0/kernel``), whether every floating-point value is finite) for a state of host
-    arrays or of global ``jax.Array``s, which are checked where they live, shard by shard, in one compiled function.
+    """(``{leaf path: checksum}``, whether every floating-point value is finite) for a state of host arrays or of
+    global ``jax.Array``s, which are checked where they live, shard by shard, in one compiled function. Paths
+    read like ``params/Dense_0/kernel``.
 
     A leaf's checksum is two sums mod 2**32 over its 32-bit words w_i (each value in JAX's canonical dtype, so a
     Python ``0`` saved for an ``int32`` 0 reads back alike; 16-bit floats widened): sum(a_i * w_i) and
