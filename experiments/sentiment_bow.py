@@ -38,7 +38,7 @@ class Config(SentimentConfig):
 def main(config: Config) -> dict:
     data, _ = load_data(config)
     model = BagOfWords(config.vocab_size, config.embed_dim, config.hidden, config.dropout)
-    result = fit(config, model, data, losses.binary_classification, experiment="sentiment_bow")
+    result = fit(config, model, data, losses.binary_classification, experiment="sentiment_bow", multi_seed=True)
     return binary_test_report(result, data, config.eval_batch_size)
 
 

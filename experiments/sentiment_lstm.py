@@ -41,7 +41,7 @@ class Config(SentimentConfig):
 def main(config: Config) -> dict:
     data, _ = load_data(config)
     model = SentimentLSTM(config.vocab_size, config.embed_dim, config.hidden, config.dropout, config.recurrent_dropout)
-    result = fit(config, model, data, losses.binary_classification, experiment="sentiment_lstm")
+    result = fit(config, model, data, losses.binary_classification, experiment="sentiment_lstm", multi_seed=True)
     return binary_test_report(result, data, config.eval_batch_size)
 
 

@@ -83,3 +83,16 @@ def test_seeds_need_one_device_and_a_caller_that_reads_stacked_states(tmp_path, 
             multi_seed=True)
     with pytest.raises(ConfigError, match="--seeds 2: t reads one trained state after training"):
         fit(_config(tmp_path, "plain", seeds=2), MODEL, data, losses.classification, experiment="t")
+
+
+def test_forecasts_report_every_seeds_rmse_and_the_first_equals_its_one_seed_run(tmp_path):
+    """lstm_forecast's sine depends on --seed, so only the first seed has a one-seed twin on the same series."""
+    from experiments import lstm_forecast
+
+    flags = dict(epochs=2, points=200, workdir=str(tmp_path / "seeds"))
+    seeds = lstm_forecast.main(lstm_forecast.Config(seeds=2, **flags))
+    alone = lstm_forecast.main(lstm_forecast.Config(**(flags | {"workdir": str(tmp_path / "alone")})))
+    assert len(seeds["test_model_rmse_per_seed"]) == 2 and "test_model_rmse_std" in seeds
+    np.testing.assert_allclose(seeds["test_model_rmse_per_seed"][0], alone["test_model_rmse"], atol=2e-5)
+    assert seeds["test_naive_rmse"] == alone["test_naive_rmse"] and "test_naive_rmse_per_seed" not in seeds
+    assert seeds["beats_naive"] == (seeds["test_model_rmse"] < seeds["test_naive_rmse"])

@@ -43,7 +43,8 @@ from nnjax.data.timeseries import (
 )
 from nnjax.errors import ConfigError
 from nnjax.optim import make_optimizer
-from nnjax.tasks.supervised import fit, planned_steps
+from nnjax.tasks.supervised import fit, planned_steps, seed_states, seed_statistics
+from nnjax.train.runner import rounded
 
 FRACTIONS = (0.7, 0.15, 0.15)
 WINDOWS = {"sine": 10, "sunspots": 22, "co2": 24}  # --window 0: the seed's 10; two sunspot / seasonal cycles
@@ -189,30 +190,40 @@ def run_forecast(config: ForecastConfig, model: nn.Module, experiment: str, labe
     ``series``, ``window``, ``difference``, ``epochs``, ``{val,test}_{model,naive}_rmse`` in the
     series' units (plus ``test_noise_floor_rmse`` for the sine), ``beats_naive``,
     ``test_windows``, ``test_time_range`` (time of the first and last test target), ``plots`` and
-    ``workdir``.
+    ``workdir``. With ``--seeds`` each RMSE is the mean over seeds, with ``_std`` and ``_per_seed``, and
+    ``beats_naive`` compares the mean; the plot shows the first seed.
     """
     config = config.resolved()
     windows = make_windows(config)
     train, _, test = windows.inputs
     data = Dataset(config.series, windows.series.source, train, test, num_classes=0)
-    result = fit(config, model, data, losses.regression, experiment=experiment, tx=cosine_optimizer(config, train))
+    result = fit(config, model, data, losses.regression, experiment=experiment, tx=cosine_optimizer(config, train),
+                 multi_seed=True)
 
-    predict = jax.jit(lambda x: model.apply({"params": result.state.params}, x))
-    report = {
-        name: to_series_units(windows, part, predict_batched(lambda b, _: predict(b["x"])[:, 0], windows.inputs[part], config.eval_batch_size))
-        for part, name in ((1, "val"), (2, "test"))
-    }
-    actual, forecast, naive = report["test"]
+    predict = jax.jit(lambda params, x: model.apply({"params": params}, x))
+    reports = [
+        {name: to_series_units(windows, part, predict_batched(lambda b, _, p=state.params: predict(p, b["x"])[:, 0],
+                                                              windows.inputs[part], config.eval_batch_size))
+         for part, name in ((1, "val"), (2, "test"))}
+        for state in seed_states(result.state, config.seeds)
+    ]
+    per_seed = [rmse_errors(report) for report in reports]
+    errors = per_seed[0]  # the naive forecast is the same for every seed
+    if config.seeds > 1:
+        model_keys = [k for k in errors if "_model_" in k]
+        errors = {**errors, **{k: rounded(v, 5) for k, v in seed_statistics(
+            "", {k: np.array([e[k] for e in per_seed]) for k in model_keys}).items()}}
+    actual, forecast, naive = reports[0]["test"]  # the plot shows the first seed's forecasts
     series_T = windows.series.values_T
     t_test = np.arange(len(series_T) - len(actual), len(series_T))
     t_context = np.arange(max(0, t_test[0] - 100), t_test[0])
     workdir = result.summary["workdir"]
+    shown = label if config.seeds == 1 else f"{label}, seed {config.seed} of {config.seeds}"
     plots.forecast(
-        t_test, actual, {label: forecast, "naive (last value)": naive}, os.path.join(workdir, "forecast.png"),
+        t_test, actual, {shown: forecast, "naive (last value)": naive}, os.path.join(workdir, "forecast.png"),
         title=f"{experiment} ({config.series}): one-step forecasts on the test part",
         context=(t_context, series_T[t_context]),
     )
-    errors = rmse_errors(report)
     if config.series == "sine":
         clean_T = noisy_sine(config.points, 0.0, config.seed)
         errors["test_noise_floor_rmse"] = round(float(metrics.rmse(clean_T[t_test], actual)), 5)

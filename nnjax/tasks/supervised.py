@@ -280,6 +280,12 @@ def fit(
     return result
 
 
+def seed_states(state: Any, seeds: int) -> list[Any]:
+    """The per-seed states of a run's final ``state``: ``[state]`` for one seed, else its S slices of the leading
+    [S] axis that ``--seeds`` stacks."""
+    return [state] if seeds == 1 else [jax.tree.map(lambda x, k=k: x[k], state) for k in range(seeds)]
+
+
 def _epochs(steps: int, steps_per_epoch: int) -> int | float:
     """Epochs that ``steps`` steps cover: an int when whole, else rounded to 3 decimals (e.g. 2.5)."""
     whole, rest = divmod(steps, steps_per_epoch)

@@ -21,8 +21,9 @@ from nnjax.data import Dataset
 from nnjax.data.sentiment import CLASS_NAMES, SENTIMENT_DATA, load_sentiment
 from nnjax.data.text import Vocabulary
 from nnjax.errors import ConfigError
-from nnjax.tasks.supervised import predict_probabilities
+from nnjax.tasks.supervised import predict_probabilities, seed_states, seed_statistics
 from nnjax.train import RunResult
+from nnjax.train.runner import rounded
 
 CONFUSION_PLOT = "confusion_matrix.png"
 
@@ -61,21 +62,27 @@ def binary_test_report(result: RunResult, data: Dataset, batch_size: int) -> dic
 
     Adds ``test_accuracy/precision/recall/f1`` (threshold 0.5, rounded to 4 places), the
     ``confusion_matrix`` counts ``{tn, fp, fn, tp}``, the test size, the majority-class accuracy
-    and the padded length T; writes ``confusion_matrix.png`` into the run directory.
+    and the padded length T; writes ``confusion_matrix.png`` into the run directory. With ``--seeds`` the scores
+    are means with ``_std`` and ``_per_seed``; the confusion matrix (and its plot) is the first seed's.
     """
-    state = result.state
-    probs_N = predict_probabilities(state.apply_fn, state.params, data.test["x"], batch_size)
+    seeds = result.summary.get("seeds", [None])
     labels_N = data.test["y"]
-    report = metrics.binary_classification_report(labels_N, probs_N)
-    cm_2x2 = metrics.confusion_matrix(labels_N, metrics.threshold_predictions(probs_N), 2)
+    probs_SxN = [predict_probabilities(state.apply_fn, state.params, data.test["x"], batch_size)
+                 for state in seed_states(result.state, len(seeds))]
+    reports = [metrics.binary_classification_report(labels_N, probs_N) for probs_N in probs_SxN]
+    cm_2x2 = metrics.confusion_matrix(labels_N, metrics.threshold_predictions(probs_SxN[0]), 2)
     workdir = result.summary["workdir"]
     plots.confusion_matrix(np.asarray(cm_2x2), os.path.join(workdir, CONFUSION_PLOT), class_names=CLASS_NAMES)
-    scores = {f"test_{k}": round(report[k], 4) for k in ("accuracy", "precision", "recall", "f1")}
-    counts = {k: int(report[k]) for k in ("tn", "fp", "fn", "tp")}
+    names = ("accuracy", "precision", "recall", "f1")
+    per_seed = {name: np.array([report[name] for report in reports]) for name in names}
+    scores = {k: rounded(v) for k, v in seed_statistics("test_", per_seed if len(seeds) > 1 else {
+        name: values[0] for name, values in per_seed.items()}).items()}
+    counts = {k: int(reports[0][k]) for k in ("tn", "fp", "fn", "tp")}
     return {
         **result.summary,
         **scores,
         "confusion_matrix": counts,
+        **({"confusion_matrix_of_seed": seeds[0]} if len(seeds) > 1 else {}),
         "test_examples": len(labels_N),
         "majority_baseline": round(float(max(np.mean(labels_N), 1 - np.mean(labels_N))), 4),
         "max_len": int(data.train["x"].shape[1]),
