@@ -173,7 +173,9 @@ def test_tiny_experiment_trains_vmapped_seeds_on_the_runner_and_writes_curve_par
     """A tiny run (4 envs x 8 steps, 2 updates, width 8) of 2 seeds at once, end to end through the runner."""
     config = ppo_cartpole.Config(**TINY, seeds=2, workdir=str(tmp_path))
     result = ppo_cartpole.main(config)
-    assert len(result["final_return"]) == 2 and len(result["steps_to_target"]) == 2
+    assert len(result["final_return_per_seed"]) == 2 and len(result["steps_to_target_per_seed"]) == 2
+    assert result["final_return"] == pytest.approx(np.mean(result["final_return_per_seed"]), abs=1e-4)
+    assert result["final_return_std"] == pytest.approx(np.std(result["final_return_per_seed"], ddof=1), abs=1e-4)
     assert result["env_steps"] == 64 and result["steps"] == 2 and result["compile_s"] > 0
     assert result["env_steps_per_s"] > 0
     json.dumps(result)
@@ -185,7 +187,7 @@ def test_tiny_experiment_trains_vmapped_seeds_on_the_runner_and_writes_curve_par
         assert len(row["train_episode_return_per_seed"]) == 2
         assert all(np.isfinite(row[f"train_{k}"]) for k in ("policy_loss", "value_loss", "entropy", "clip_fraction"))
         assert 0 < row["train_entropy"] <= np.log(2) + 1e-6
-    assert result["final_return"] == rows[-1]["train_episode_return_per_seed"]
+    np.testing.assert_allclose(result["final_return_per_seed"], rows[-1]["train_episode_return_per_seed"], atol=1e-4)
     like = ppo.make_network(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))["params"]
     seed0, seed1 = (load_params(str(tmp_path / f"params_seed{k}.msgpack"), like) for k in (0, 1))
     chex.assert_trees_all_equal_shapes(seed0, like)

@@ -43,8 +43,8 @@ from nnjax.data.timeseries import (
 )
 from nnjax.errors import ConfigError
 from nnjax.optim import make_optimizer
-from nnjax.tasks.supervised import fit, planned_steps, seed_states, seed_statistics
-from nnjax.train.runner import rounded
+from nnjax.tasks.supervised import fit, planned_steps
+from nnjax.train.runner import rounded, seed_states, seed_statistics
 
 FRACTIONS = (0.7, 0.15, 0.15)
 WINDOWS = {"sine": 10, "sunspots": 22, "co2": 24}  # --window 0: the seed's 10; two sunspot / seasonal cycles

@@ -39,7 +39,7 @@ from nnjax.envs import cartpole
 from nnjax.errors import ConfigError
 from nnjax.models.actor_critic import ActorCritic
 from nnjax.models.weights import save_params
-from nnjax.train.runner import RunResult, Schedule, Task, run
+from nnjax.train.runner import RunResult, Schedule, Task, rounded, run, seed_statistics
 
 ACTIVATIONS = ("tanh", "relu")
 
@@ -319,8 +319,9 @@ class PPO(Task):
         return {"env_steps": step * self.config.batch_size}
 
     def finish(self, state: Runner, rows: list[dict[str, Any]], workdir: str) -> dict[str, Any]:
-        """Saves each seed's parameters (``params_seed<k>.msgpack``) and ``episode_returns.png``; reports each
-        seed's final return and the env steps at which it first reached ``target_return``."""
+        """Saves each seed's parameters (``params_seed<k>.msgpack``) and ``episode_returns.png``; reports the final
+        return (with several seeds its mean, ``final_return_std`` and ``final_return_per_seed``, the keys every
+        ``--seeds`` run uses) and each seed's env steps to ``target_return`` (``steps_to_target_per_seed``)."""
         train = [row for row in rows if row["kind"] == "train"]
         env_steps_U = np.array([row["env_steps"] for row in train])
         return_SxU = np.array([row["train_episode_return_per_seed"] for row in train]).T
@@ -331,9 +332,10 @@ class PPO(Task):
             f"PPO on CartPole-v1 ({self.config.num_envs} envs x {self.config.num_steps} steps, "
             f"lr {self.config.learning_rate:g})",
         )
+        final = {"final_return": return_SxU[:, -1] if self.config.seeds > 1 else return_SxU[0, -1]}
         return {
-            "final_return": [float(r) for r in return_SxU[:, -1]],
-            "steps_to_target": [steps_to_target(r, env_steps_U, self.config.target_return) for r in return_SxU],
+            **{k: rounded(v) for k, v in seed_statistics("", final).items()},
+            "steps_to_target_per_seed": [steps_to_target(r, env_steps_U, self.config.target_return) for r in return_SxU],
             "target_return": self.config.target_return,
             "env_steps": int(env_steps_U[-1]),
             "seeds": self.config.seeds,

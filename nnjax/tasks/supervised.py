@@ -30,7 +30,7 @@ from nnjax.data.records import RecordSplit
 from nnjax.errors import ConfigError
 from nnjax.optim import make_optimizer
 from nnjax.train.parallel import Parallel
-from nnjax.train.runner import RunResult, Schedule, Task, rounded, run
+from nnjax.train.runner import RunResult, Schedule, Task, rounded, run, seed_statistics
 from nnjax.train.sharding import param_logical_axes
 from nnjax.train.state import TrainState, create_train_state
 from nnjax.train.steps import Augment, Objective
@@ -75,20 +75,6 @@ def evaluate(
     if parallel.seeds == 1:
         return {k: float(v / count) for k, v in totals.items()}
     return {k: np.asarray(v / count, np.float64) for k, v in totals.items()}
-
-
-def seed_statistics(prefix: str, means: dict[str, Any]) -> dict[str, Any]:
-    """``prefix + name`` for every metric: the value itself, or for per-seed values [S] their mean, plus
-    ``<name>_std`` (the sample standard deviation over seeds, ddof 1) and ``<name>_per_seed``."""
-    out: dict[str, Any] = {}
-    for name, value in means.items():
-        if np.ndim(value) == 0:
-            out[prefix + name] = float(value)
-            continue
-        out[prefix + name] = float(np.mean(value))
-        out[f"{prefix}{name}_std"] = float(np.std(value, ddof=1))
-        out[f"{prefix}{name}_per_seed"] = [float(v) for v in value]
-    return out
 
 
 class Supervised(Task):
@@ -278,12 +264,6 @@ def fit(
                  **identity)
     result.summary = {"data": data.name, **result.summary}
     return result
-
-
-def seed_states(state: Any, seeds: int) -> list[Any]:
-    """The per-seed states of a run's final ``state``: ``[state]`` for one seed, else its S slices of the leading
-    [S] axis that ``--seeds`` stacks."""
-    return [state] if seeds == 1 else [jax.tree.map(lambda x, k=k: x[k], state) for k in range(seeds)]
 
 
 def _epochs(steps: int, steps_per_epoch: int) -> int | float:

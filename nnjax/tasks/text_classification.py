@@ -21,9 +21,9 @@ from nnjax.data import Dataset
 from nnjax.data.sentiment import CLASS_NAMES, SENTIMENT_DATA, load_sentiment
 from nnjax.data.text import Vocabulary
 from nnjax.errors import ConfigError
-from nnjax.tasks.supervised import predict_probabilities, seed_states, seed_statistics
+from nnjax.tasks.supervised import predict_probabilities
 from nnjax.train import RunResult
-from nnjax.train.runner import rounded
+from nnjax.train.runner import rounded, seed_states, seed_statistics
 
 CONFUSION_PLOT = "confusion_matrix.png"
 

@@ -232,6 +232,26 @@ def rounded(value: Any, digits: int = 4) -> Any:
     return [round(v, digits) for v in value] if isinstance(value, list) else round(value, digits)
 
 
+def seed_statistics(prefix: str, means: dict[str, Any]) -> dict[str, Any]:
+    """``prefix + name`` for every metric: the value itself, or for per-seed values [S] their mean, plus
+    ``<name>_std`` (the sample standard deviation over seeds, ddof 1) and ``<name>_per_seed``."""
+    out: dict[str, Any] = {}
+    for name, value in means.items():
+        if np.ndim(value) == 0:
+            out[prefix + name] = float(value)
+            continue
+        out[prefix + name] = float(np.mean(value))
+        out[f"{prefix}{name}_std"] = float(np.std(value, ddof=1))
+        out[f"{prefix}{name}_per_seed"] = [float(v) for v in value]
+    return out
+
+
+def seed_states(state: Any, seeds: int) -> list[Any]:
+    """The per-seed states of a run's final ``state``: ``[state]`` for one seed, else its S slices of the leading
+    [S] axis that ``--seeds`` stacks."""
+    return [state] if seeds == 1 else [jax.tree.map(lambda x, k=k: x[k], state) for k in range(seeds)]
+
+
 def _warn_lost_history(writer: MetricWriter, start: int) -> None:
     """One warning line if the kept 'train' rows do not tile steps ``1..start`` (metrics.jsonl deleted, truncated
     or edited): the learning curves and history then show only what is left."""
