@@ -47,6 +47,7 @@ from nnjax.errors import ConfigError, DataUnavailableError
 from nnjax.models.layers import CONV_IMPLS
 from nnjax.models.unet import DOWNSAMPLE, UNet
 from nnjax.tasks import fit
+from nnjax.train.runner import rounded, seed_states, seed_statistics
 from nnjax.train.state import TrainState, model_variables
 
 EXPERIMENT = "unet_segmentation"
@@ -119,16 +120,19 @@ def main(config: Config) -> dict:
         config.dice_weight, config.boundary_weight, config.boundary_head_weight, config.tolerance
     )
     augment = dihedral_augment if config.augment else None
-    result = fit(config, model, data, objective, experiment=EXPERIMENT, augment=augment)
+    result = fit(config, model, data, objective, experiment=EXPERIMENT, augment=augment, multi_seed=True)
     workdir = result.summary["workdir"]
 
     x_test, y_test = data.test["x"], data.test["y"]
-    pred_NxHxW = predict_masks(model, result.state, x_test, config.eval_batch_size)
-    pooled = {  # every test pixel as one example: pixel-weighted rather than tile-weighted scores
-        f"test_pooled_{name}": round(float(fn(pred_NxHxW.reshape(1, -1, pred_NxHxW.shape[-1]),
-                                               y_test.reshape(1, -1, y_test.shape[-1]))[0]), 4)
+    states = seed_states(result.state, config.seeds)
+    preds = [predict_masks(model, state, x_test, config.eval_batch_size) for state in states]
+    per_seed = {  # every test pixel as one example: pixel-weighted rather than tile-weighted scores
+        name: np.array([fn(p.reshape(1, -1, p.shape[-1]), y_test.reshape(1, -1, y_test.shape[-1]))[0] for p in preds])
         for name, fn in (("dice", metrics.dice), ("iou", metrics.iou))
     }
+    pooled = {k: rounded(v) for k, v in seed_statistics(
+        "test_pooled_", per_seed if config.seeds > 1 else {k: v[0] for k, v in per_seed.items()}).items()}
+    pred_NxHxW = preds[0]  # the overlay shows the first seed's masks
     shown = np.argsort(-y_test.sum(axis=(1, 2)), kind="stable")[: config.overlay_examples]
     overlay = plots.segmentation_overlay(
         x_test[shown], y_test[shown], pred_NxHxW[shown], os.path.join(workdir, "overlay.png"),
