@@ -178,8 +178,9 @@ def fetch(package: DataPackage) -> str:
             )
         with open(os.path.join(extracted, MANIFEST), "w") as f:
             json.dump({"release": package.release, "sha256": package.sha256, "files": files}, f, indent=1)
-        shutil.rmtree(root, ignore_errors=True)
-        os.replace(extracted, root)
+        if not _verified(package, root):  # another process (a multi-process run) may have cached it meanwhile
+            shutil.rmtree(root, ignore_errors=True)
+            os.replace(extracted, root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("cached the %s data in %s", package.name, root)
