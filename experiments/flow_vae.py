@@ -33,6 +33,7 @@ from nnjax.data import load_dataset, predict_batched
 from nnjax.data.transforms import BINARIZE, binarized, redraw_binary
 from nnjax.models.flows import FlowVAE, importance_weighted_bound
 from nnjax.tasks import fit
+from nnjax.train.runner import rounded, seed_states, seed_statistics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,13 +82,15 @@ def main(config: Config) -> dict:
     model = FlowVAE(pixels=math.prod(data.input_shape), latent_dim=config.latent_dim, hidden=config.hidden,
                     num_flows=config.flows)
     augment = redraw_binary if config.binarize == "dynamic" else None
-    result = fit(config, model, data, losses.flow_vae_elbo, experiment="flow_vae", augment=augment)
-    variables = {"params": result.state.params}
+    result = fit(config, model, data, losses.flow_vae_elbo, experiment="flow_vae", augment=augment, multi_seed=True)
+    variables = [{"params": state.params} for state in seed_states(result.state, config.seeds)]
     workdir = result.summary["workdir"]
-    save_figures(model, variables, data.test["x"], workdir, config)
+    save_figures(model, variables[0], data.test["x"], workdir, config)  # with --seeds: the first seed's
     summary = {"flows": config.flows, "binarize": config.binarize, **result.summary}
     if config.iwae_samples:
-        summary["test_iwae"] = round(mean_iwae(model, variables, data.test["x"], config), 4)
+        iwae = np.array([mean_iwae(model, v, data.test["x"], config) for v in variables])
+        per_seed = {"iwae": iwae if config.seeds > 1 else iwae[0]}
+        summary |= {k: rounded(v) for k, v in seed_statistics("test_", per_seed).items()}
         summary["iwae_samples"] = config.iwae_samples
     return summary
 
