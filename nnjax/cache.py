@@ -7,6 +7,7 @@ import os
 import jax
 
 CACHE_ENV = "NNJAX_CACHE_DIR"
+COMPILE_CACHE_ENV = "NNJAX_COMPILE_CACHE"  # "1": every run keeps its compiled programs (as --compile-cache does)
 
 
 def cache_dir(*parts: str) -> str:
@@ -21,7 +22,10 @@ def cache_dir(*parts: str) -> str:
 def enable_compilation_cache(directory: str | None = None) -> str:
     """Keep the XLA programs this process compiles in ``directory`` (default ``cache_dir('jax')``), JAX's persistent
     compilation cache, so a later process that compiles the same program (same computation, shapes, flags and
-    jaxlib) loads it instead; returns the directory. Call it before the first compile."""
+    jaxlib) loads it instead; returns the directory. Call it before the first compile. jaxlib 0.10.1's CPU loader
+    logs two error lines ('Target machine feature +prefer-no-gather is not supported') for every program it loads,
+    although it was compiled on the same machine (openxla/xla#44565: tuning flags taken for ISA features); the
+    programs load and run."""
     directory = directory or cache_dir("jax")
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)

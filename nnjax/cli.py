@@ -1,8 +1,8 @@
 """Command-line entry point shared by every experiment.
 
 ``run(main, Config)`` parses flags into ``Config``, sets up logging (through ``tqdm.write``, so a log line
-never breaks a progress bar), turns on JAX's persistent compilation cache (``nnjax.cache``; ``--no-compile-cache``:
-off), runs ``main(config)`` and
+never breaks a progress bar), turns on JAX's persistent compilation cache with ``--compile-cache`` or
+``NNJAX_COMPILE_CACHE=1`` (``nnjax.cache``), runs ``main(config)`` and
 prints its result dict as the final stdout line (one standard JSON object: NaN and infinities
 become ``null``). Known errors (``NnjaxError``)
 become one line on stderr and exit code 2. Several processes (``nnjax.distributed``: the settings come
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 from nnjax import distributed
-from nnjax.cache import enable_compilation_cache
+from nnjax.cache import COMPILE_CACHE_ENV, enable_compilation_cache
 from nnjax.config import ConfigT, parse_config
 from nnjax.errors import NnjaxError
 
@@ -74,7 +75,7 @@ def run(
         if not distributed.is_main_process():
             logging.getLogger("nnjax").setLevel(logging.WARNING)
         config = parse_config(config_cls, argv, prog)
-        if config.compile_cache:
+        if config.compile_cache or os.environ.get(COMPILE_CACHE_ENV) == "1":
             enable_compilation_cache()
         result = main(config)
     except NnjaxError as err:

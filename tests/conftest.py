@@ -32,7 +32,9 @@ import pytest  # noqa: E402
 from nnjax.cache import enable_compilation_cache  # noqa: E402
 from nnjax.data import Dataset  # noqa: E402
 
-# Tests compile the same small programs many times (every resume test trains 3 times): compile each once.
+# Tests compile the same small programs many times (every resume test trains 3 times): compile each once, in this
+# process and in every process a test starts (cli.run honours NNJAX_COMPILE_CACHE).
+os.environ["NNJAX_COMPILE_CACHE"] = "1"
 enable_compilation_cache()
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

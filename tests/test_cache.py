@@ -23,15 +23,15 @@ def test_the_cache_directory_honours_nnjax_cache_dir_then_xdg_cache_home(monkeyp
     assert cache_dir("jax") == expected
 
 
-def test_a_run_keeps_its_compiled_programs_unless_told_not_to(tmp_path):
+def test_a_run_keeps_its_compiled_programs_when_asked(tmp_path):
     def run(cache, *flags):
-        env = dict(os.environ, NNJAX_CACHE_DIR=str(cache))
+        env = {k: v for k, v in os.environ.items() if k != "NNJAX_COMPILE_CACHE"} | {"NNJAX_CACHE_DIR": str(cache)}
         done = subprocess.run([sys.executable, "-m", "experiments.mlp_mnist", "--data", "digits", "--steps", "2",
                                "--workdir", str(tmp_path / f"run_{cache.name}"), *flags],
                               cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         return sorted(os.listdir(cache / "jax")) if (cache / "jax").is_dir() else []
 
-    kept = run(tmp_path / "on")
+    kept = run(tmp_path / "on", "--compile-cache")
     assert any(name.startswith("jit_") for name in kept), kept  # e.g. the train chunk's executable
-    assert run(tmp_path / "off", "--no-compile-cache") == []
+    assert run(tmp_path / "off") == [], "off by default"
