@@ -89,8 +89,7 @@ def main(config: Config) -> dict:
     summary = {"flows": config.flows, "binarize": config.binarize, **result.summary}
     if config.iwae_samples:
         iwae = np.array([mean_iwae(model, v, data.test["x"], config) for v in variables])
-        per_seed = {"iwae": iwae if config.seeds > 1 else iwae[0]}
-        summary |= {k: rounded(v) for k, v in seed_statistics("test_", per_seed).items()}
+        summary |= {k: rounded(v) for k, v in seed_statistics("test_", {"iwae": iwae}).items()}
         summary["iwae_samples"] = config.iwae_samples
     return summary
 

@@ -130,8 +130,7 @@ def main(config: Config) -> dict:
         name: np.array([fn(p.reshape(1, -1, p.shape[-1]), y_test.reshape(1, -1, y_test.shape[-1]))[0] for p in preds])
         for name, fn in (("dice", metrics.dice), ("iou", metrics.iou))
     }
-    pooled = {k: rounded(v) for k, v in seed_statistics(
-        "test_pooled_", per_seed if config.seeds > 1 else {k: v[0] for k, v in per_seed.items()}).items()}
+    pooled = {k: rounded(v) for k, v in seed_statistics("test_pooled_", per_seed).items()}
     pred_NxHxW = preds[0]  # the overlay shows the first seed's masks
     shown = np.argsort(-y_test.sum(axis=(1, 2)), kind="stable")[: config.overlay_examples]
     overlay = plots.segmentation_overlay(

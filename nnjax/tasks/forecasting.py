@@ -208,11 +208,9 @@ def run_forecast(config: ForecastConfig, model: nn.Module, experiment: str, labe
         for state in seed_states(result.state, config.seeds)
     ]
     per_seed = [rmse_errors(report) for report in reports]
-    errors = per_seed[0]  # the naive forecast is the same for every seed
-    if config.seeds > 1:
-        model_keys = [k for k in errors if "_model_" in k]
-        errors = {**errors, **{k: rounded(v, 5) for k, v in seed_statistics(
-            "", {k: np.array([e[k] for e in per_seed]) for k in model_keys}).items()}}
+    model_keys = [k for k in per_seed[0] if "_model_" in k]  # the naive forecast is the same for every seed
+    errors = {**per_seed[0], **{k: rounded(v, 5) for k, v in seed_statistics(
+        "", {k: np.array([e[k] for e in per_seed]) for k in model_keys}).items()}}
     actual, forecast, naive = reports[0]["test"]  # the plot shows the first seed's forecasts
     series_T = windows.series.values_T
     t_test = np.arange(len(series_T) - len(actual), len(series_T))

@@ -332,9 +332,8 @@ class PPO(Task):
             f"PPO on CartPole-v1 ({self.config.num_envs} envs x {self.config.num_steps} steps, "
             f"lr {self.config.learning_rate:g})",
         )
-        final = {"final_return": return_SxU[:, -1] if self.config.seeds > 1 else return_SxU[0, -1]}
         return {
-            **{k: rounded(v) for k, v in seed_statistics("", final).items()},
+            **{k: rounded(v) for k, v in seed_statistics("", {"final_return": return_SxU[:, -1]}).items()},
             "steps_to_target_per_seed": [steps_to_target(r, env_steps_U, self.config.target_return) for r in return_SxU],
             "target_return": self.config.target_return,
             "env_steps": int(env_steps_U[-1]),

@@ -75,8 +75,7 @@ def binary_test_report(result: RunResult, data: Dataset, batch_size: int) -> dic
     plots.confusion_matrix(np.asarray(cm_2x2), os.path.join(workdir, CONFUSION_PLOT), class_names=CLASS_NAMES)
     names = ("accuracy", "precision", "recall", "f1")
     per_seed = {name: np.array([report[name] for report in reports]) for name in names}
-    scores = {k: rounded(v) for k, v in seed_statistics("test_", per_seed if len(seeds) > 1 else {
-        name: values[0] for name, values in per_seed.items()}).items()}
+    scores = {k: rounded(v) for k, v in seed_statistics("test_", per_seed).items()}
     counts = {k: int(reports[0][k]) for k in ("tn", "fp", "fn", "tp")}
     return {
         **result.summary,

@@ -197,12 +197,9 @@ class Checkpointer:
         if not _is_sharded(abstract):
             state = jax.device_get(state)
         _refuse_difference(step, self.directory, _array_kinds(state), _array_kinds(like))
-        recorded = restored["digest"] or {}
-        checksums, _ = state_checksums(state)
-        wrong = [path for path, checksum in checksums.items() if recorded.get(path) != checksum]
-        if wrong:
-            raise _Damaged(f"{len(wrong)} of its {len(checksums)} arrays ({wrong[0]} first) do not match the "
-                           "checksums saved with them")
+        mismatch = _checksum_mismatch(state, restored["digest"] or {})
+        if mismatch:
+            raise _Damaged(mismatch)
         return state
 
     def _refuse_other_model(self, step: int, like: Any) -> None:
@@ -253,12 +250,19 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[int, Any]:
     with _quiet_failed_reads():
         state = checkpointer.restore(path, target)
         recorded = ocp.JsonCheckpointHandler().restore(epath.Path(directory) / str(step) / "digest")
-    checksums, _ = state_checksums(state)
-    wrong = [leaf for leaf, checksum in checksums.items() if recorded.get(leaf) != checksum]
-    if wrong:
-        raise ValueError(f"checkpoint {step} in {directory}: {len(wrong)} of its {len(checksums)} arrays ({wrong[0]} "
-                         "first) do not match the checksums saved with them")
+    mismatch = _checksum_mismatch(state, recorded)
+    if mismatch:
+        raise ValueError(f"checkpoint {step} in {directory}: {mismatch}")
     return step, state
+
+
+def _checksum_mismatch(state: Any, recorded: dict[str, str]) -> str | None:
+    """Why ``state`` is not what was saved with the checksums ``recorded`` (its first differing array), or None."""
+    checksums, _ = state_checksums(state)
+    wrong = [path for path, checksum in checksums.items() if recorded.get(path) != checksum]
+    if not wrong:
+        return None
+    return f"{len(wrong)} of its {len(checksums)} arrays ({wrong[0]} first) do not match the checksums saved with them"
 
 
 def _array_kinds(tree: Any) -> collections.Counter:

@@ -233,12 +233,13 @@ def rounded(value: Any, digits: int = 4) -> Any:
 
 
 def seed_statistics(prefix: str, means: dict[str, Any]) -> dict[str, Any]:
-    """``prefix + name`` for every metric: the value itself, or for per-seed values [S] their mean, plus
-    ``<name>_std`` (the sample standard deviation over seeds, ddof 1) and ``<name>_per_seed``."""
+    """``prefix + name`` for every metric: the value itself (a number, or the values of one seed), or for per-seed
+    values [S > 1] their mean, plus ``<name>_std`` (the sample standard deviation over seeds, ddof 1) and
+    ``<name>_per_seed``."""
     out: dict[str, Any] = {}
     for name, value in means.items():
-        if np.ndim(value) == 0:
-            out[prefix + name] = float(value)
+        if np.size(value) == 1:
+            out[prefix + name] = float(np.reshape(value, ()))
             continue
         out[prefix + name] = float(np.mean(value))
         out[f"{prefix}{name}_std"] = float(np.std(value, ddof=1))
