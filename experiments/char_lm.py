@@ -14,6 +14,8 @@ everywhere). ``--text-file`` trains on any UTF-8 text. Model, decoding and run f
 ``nnjax.tasks.language_modeling``'s.
 The run directory receives ``lm.msgpack`` (params), ``vocab.json`` and ``samples.txt``; the final
 JSON line reports the validation loss (nats per character), bits per character, and the samples.
+``--seeds N`` trains N models at once and reports each figure as the mean with ``_std`` and
+``_per_seed``; the weights and samples are the first seed's (``--seed``).
 
 ``--sample`` generates from a trained run directory instead (its ``config.json`` gives the model
 sizes): ``--num-samples`` continuations of ``--prompt`` (escapes such as ``\\n`` are decoded) with
@@ -39,6 +41,7 @@ from nnjax.tasks import fit, planned_steps
 from nnjax.tasks.language_modeling import (
     SAMPLES_FILE, VOCAB_FILE, WEIGHTS_FILE, LMConfig, lm_report, make_lm, sample_run, save_lm, write_samples,
 )
+from nnjax.train.runner import seed_states
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,13 +77,14 @@ def main(config: Config) -> dict:
     model = make_lm(len(vocab), config)
     total_steps = planned_steps(config, num_examples(data.train))
     tx = adamw_warmup_cosine(config.learning_rate, total_steps, config.warmup_steps, config.weight_decay)
-    result = fit(config, model, data, losses.next_token, experiment="char_lm", tx=tx)
+    result = fit(config, model, data, losses.next_token, experiment="char_lm", tx=tx, multi_seed=True)
     workdir = result.summary["workdir"]
-    save_lm(workdir, result.state.params, vocab)
+    params = seed_states(result.state, config.seeds)[0].params
+    save_lm(workdir, params, vocab)
     samples_path = os.path.join(workdir, SAMPLES_FILE)
-    samples = write_samples(config, model, result.state.params, vocab, samples_path) if config.num_samples else []
+    samples = write_samples(config, model, params, vocab, samples_path) if config.num_samples else []
     files = [WEIGHTS_FILE, VOCAB_FILE, SAMPLES_FILE, "learning_curves.png"]
-    return {**lm_report(result, data, config.block_size), "samples": samples, "files": files}
+    return {**lm_report(result, data, config.block_size, params), "samples": samples, "files": files}
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ test split with several static active sets -- all stages, each drop-one set, eve
 none (or ``--active-layers 0,2,4`` and all stages for reference) -- each compiled once, reporting
 test accuracy, XLA's forward FLOPs relative to all stages, and the measured forward time relative
 to all stages (the best of a few passes; the CPU is shared, so times are rough).
+``--seeds N`` trains N networks at once and reports every active set's test figures per seed (mean,
+``_std``, ``_per_seed``); FLOPs and times are the first seed's.
 ``--stage-drop-rate 0`` trains the plain network, to show what switching stages off costs a
 network that never saw it.
 
@@ -44,6 +46,7 @@ from nnjax.data import load_dataset
 from nnjax.models.dynamic import DynamicClassifier, evaluation_sets, parse_active_layers
 from nnjax.tasks import evaluate, fit
 from nnjax.train import Parallel, TrainState, model_variables
+from nnjax.train.runner import rounded, seed_states, seed_statistics
 
 TIMING_PASSES = 3
 
@@ -71,26 +74,29 @@ class Config(TrainConfig):
 
 
 def evaluate_active_set(
-    config: Config, model: DynamicClassifier, state: TrainState, test: dict[str, np.ndarray], active: tuple[int, ...]
+    config: Config, model: DynamicClassifier, states: list[TrainState], test: dict[str, np.ndarray],
+    active: tuple[int, ...],
 ) -> dict:
-    """Test metrics, forward FLOPs per example (XLA's count) and the best test-pass time with stages ``active``."""
+    """Test metrics of every seed's state in ``states`` (their mean, ``_std`` and ``_per_seed`` for several), forward
+    FLOPs per example (XLA's count) and the best test-pass time (of the first seed) with stages ``active``."""
     apply_fn = functools.partial(model.apply, active_layers=active)
     parallel = Parallel(
         config.parallel, losses.classification, config.batch_size, config.eval_batch_size,
         model_parallel=config.model_parallel,
     )
-    placed = parallel.place_state(state.replace(apply_fn=apply_fn))
-    metrics = evaluate(parallel, placed, test, config.eval_batch_size, config.prefetch)
+    placed = [parallel.place_state(state.replace(apply_fn=apply_fn)) for state in states]
+    per_seed = [evaluate(parallel, state, test, config.eval_batch_size, config.prefetch) for state in placed]
     seconds = []
     for _ in range(TIMING_PASSES):
         tick = time.perf_counter()
-        evaluate(parallel, placed, test, config.eval_batch_size, config.prefetch)
+        evaluate(parallel, placed[0], test, config.eval_batch_size, config.prefetch)
         seconds.append(time.perf_counter() - tick)
-    variables = model_variables(state.params, state.batch_stats)
+    variables = model_variables(states[0].params, states[0].batch_stats)
     lowered = jax.jit(functools.partial(apply_fn, train=False)).lower(variables, test["x"][:1])
+    metrics = {name: np.array([m[name] for m in per_seed]) for name in per_seed[0]}
     return {
         "active_layers": ",".join(map(str, active)) or "none",
-        **{f"test_{k}": round(v, 4) for k, v in metrics.items()},
+        **{k: rounded(v) for k, v in seed_statistics("test_", metrics).items()},
         "forward_flops": float(lowered.cost_analysis()["flops"]),
         "test_pass_s": round(min(seconds), 4),
     }
@@ -102,10 +108,11 @@ def main(config: Config) -> dict:
         num_classes=data.num_classes, base_channels=config.base_channels, max_depth=config.max_depth,
         stage_drop_rate=config.stage_drop_rate,
     )
-    result = fit(config, model, data, losses.classification, experiment="dynamic_network")
+    result = fit(config, model, data, losses.classification, experiment="dynamic_network", multi_seed=True)
+    states = seed_states(result.state, config.seeds)
     chosen = parse_active_layers(config.active_layers, config.max_depth) if config.active_layers else None
     sets = evaluation_sets(config.max_depth, chosen)
-    rows = [evaluate_active_set(config, model, result.state, data.test, active) for active in sets]
+    rows = [evaluate_active_set(config, model, states, data.test, active) for active in sets]
     full = rows[0]
     for row in rows:
         row["relative_flops"] = round(row["forward_flops"] / full["forward_flops"], 3)

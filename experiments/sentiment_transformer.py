@@ -11,7 +11,8 @@ is nnjax's own ``TransformerClassifier`` (pre-LayerNorm encoder, masked mean poo
 trained from scratch through ``nnjax.tasks.fit`` on the Rotten Tomatoes snippets that
 ``experiments.sentiment_lstm`` uses (same data, split and slide-13 evaluation of
 ``nnjax.tasks.text_classification``: accuracy, precision, recall, F1, ``confusion_matrix.png``). Training writes ``classifier.msgpack`` (the
-params, ``nnjax.models.weights``) and ``vocab.json`` into the run directory.
+params, ``nnjax.models.weights``) and ``vocab.json`` into the run directory. ``--seeds N`` trains N
+classifiers at once and reports each score's mean, ``_std`` and ``_per_seed``; the weights are the first seed's.
 
 Inference mode: ``--weights PATH --predict "text|text|..."`` loads a local weights file (and the
 ``vocab.json`` beside it, or ``--vocab``) into a classifier of the configured sizes -- pass the
@@ -37,6 +38,7 @@ from nnjax.models.transformer import ACTIVATIONS, NORMS, POOLINGS, POSITIONALS, 
 from nnjax.models.weights import load_params, save_params
 from nnjax.tasks import fit, predict_probabilities
 from nnjax.tasks.text_classification import SentimentConfig, binary_test_report, load_data
+from nnjax.train.runner import seed_states
 
 WEIGHTS_FILE, VOCAB_FILE = "classifier.msgpack", "vocab.json"
 
@@ -112,12 +114,14 @@ def main(config: Config) -> dict:
     if config.weights is not None:
         return predict(config)
     data, vocab = load_data(config)
-    result = fit(config, make_model(config), data, losses.binary_classification, experiment="sentiment_transformer")
+    result = fit(config, make_model(config), data, losses.binary_classification, experiment="sentiment_transformer",
+                 multi_seed=True)
     workdir = result.summary["workdir"]
-    save_params(os.path.join(workdir, WEIGHTS_FILE), result.state.params)
+    params = seed_states(result.state, config.seeds)[0].params
+    save_params(os.path.join(workdir, WEIGHTS_FILE), params)
     vocab.to_json(os.path.join(workdir, VOCAB_FILE))
     out = binary_test_report(result, data, config.eval_batch_size)
-    num_params = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(result.state.params))
+    num_params = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(params))
     return {**out, "num_params": num_params, "weights": WEIGHTS_FILE, "vocab": VOCAB_FILE}
 
 

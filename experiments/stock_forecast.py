@@ -18,6 +18,8 @@ the share of up days, which "always up" scores), and a backtest of the long/flat
 for the next day when the predicted return is > 0) against buy-and-hold: Sharpe ratio, maximum
 drawdown, annual return and win rate, without costs. The seed's figures (Sharpe 1.84, directional
 accuracy 0.67) are printed, not measured; expect a model that does not beat buy-and-hold.
+``--seeds N`` trains N models at once: every model figure is their mean with ``_std`` and ``_per_seed``
+(``beats_buy_hold_sharpe`` compares the mean Sharpe); the plots are the first seed's.
 """
 
 from __future__ import annotations
@@ -25,20 +27,23 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from typing import Any
 
 import jax
 import numpy as np
 
-from nnjax import cli, losses, metrics, plots
+from nnjax import cli, losses, plots
 from nnjax.apps import finance
 from nnjax.config import TrainConfig, check_divisible, check_fraction, option
 from nnjax.data import Dataset, predict_batched
-from nnjax.data.prices import SYMBOLS, bokeh_stocks_path, load_stock, make_stock_dataset
+from nnjax.data.prices import SYMBOLS, StockDataset, bokeh_stocks_path, load_stock, make_stock_dataset
 from nnjax.errors import ConfigError
 from nnjax.models.forecast import POOLINGS, StockForecaster
 from nnjax.tasks import fit
+from nnjax.train.runner import rounded, seed_states, seed_statistics
 
 SPLIT = (0.7, 0.15, 0.15)
+SPLITS = ("val", "test")  # the time-ordered periods evaluated after training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +80,22 @@ class Config(TrainConfig):
         check_fraction(self, "dropout")
 
 
+def evaluate_seed(
+    model: StockForecaster, params: Any, stocks: StockDataset, scale: float, batch_size: int
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """One trained model's figures -- ``{val,test}_{mse,rmse,mae,directional_accuracy,long_fraction}`` of its
+    predicted next-day returns and ``model_*``, its long/flat backtest on the test period -- with its test
+    predictions [N] and equity curve."""
+    predict = jax.jit(lambda x: model.apply({"params": params}, x)[:, 0])
+    figures = {}
+    for split in SPLITS:
+        predicted_N = predict_batched(lambda batch, _: predict(batch["x"]), stocks.splits[split], batch_size) * scale
+        errors = finance.forecast_errors(predicted_N, stocks.next_return[split])
+        figures |= {f"{split}_{k}": v for k, v in errors.items()}
+    trading, equity = finance.trading_report(stocks.prices["test"], (predicted_N > 0).astype(np.float64))
+    return figures | {f"model_{k}": v for k, v in trading.items()}, predicted_N, equity
+
+
 def main(config: Config) -> dict:
     try:
         prices = load_stock(config.symbol, config.csv)
@@ -91,22 +112,12 @@ def main(config: Config) -> dict:
     model = StockForecaster(
         config.hidden, config.heads, config.attention_features, config.dense, config.pooling, config.dropout
     )
-    result = fit(config, model, data, losses.regression, experiment="stock_forecast")
-
-    predict = jax.jit(lambda x: model.apply({"params": result.state.params}, x))
-    report = {}
-    for name in ("val", "test"):
-        predicted_N = predict_batched(lambda batch, _: predict(batch["x"])[:, 0], stocks.splits[name], config.eval_batch_size) * scale
-        actual_N = stocks.next_return[name]
-        report[name] = {
-            "mse": float(metrics.mse(predicted_N, actual_N)),
-            "rmse": float(metrics.rmse(predicted_N, actual_N)),
-            "mae": float(metrics.mae(predicted_N, actual_N)),
-            "directional_accuracy": finance.directional_accuracy(predicted_N, actual_N),
-            "up_day_fraction": float(np.mean(actual_N > 0)),
-            "long_fraction": float(np.mean(predicted_N > 0)),
-        }
-    model_trading, model_equity = finance.trading_report(stocks.prices["test"], (predicted_N > 0).astype(np.float64))
+    result = fit(config, model, data, losses.regression, experiment="stock_forecast", multi_seed=True)
+    per_seed = [evaluate_seed(model, state.params, stocks, scale, config.eval_batch_size)
+                for state in seed_states(result.state, config.seeds)]
+    figures = {k: np.array([seed[0][k] for seed in per_seed]) for k in per_seed[0][0]}
+    predicted_N, model_equity = per_seed[0][1:]
+    actual_N = stocks.next_return["test"]
     hold_trading, hold_equity = finance.trading_report(stocks.prices["test"], np.ones_like(predicted_N))
 
     workdir = result.summary["workdir"]
@@ -122,10 +133,10 @@ def main(config: Config) -> dict:
     )
     return {
         **result.summary,
-        **{f"{split}_{k}": round(v, 6) for split, values in report.items() for k, v in values.items()},
-        **{f"model_{k}": round(v, 4) for k, v in model_trading.items()},
+        **{k: rounded(v, 4 if k.startswith("model_") else 6) for k, v in seed_statistics("", figures).items()},
+        **{f"{split}_up_day_fraction": round(float(np.mean(stocks.next_return[split] > 0)), 6) for split in SPLITS},
         **{f"buy_hold_{k}": round(v, 4) for k, v in hold_trading.items()},
-        "beats_buy_hold_sharpe": bool(model_trading["sharpe"] > hold_trading["sharpe"]),
+        "beats_buy_hold_sharpe": bool(np.mean(figures["model_sharpe"]) > hold_trading["sharpe"]),
         "target_scale": round(scale, 6),
         "symbol": config.symbol,
         "test_period": period,

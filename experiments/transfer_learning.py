@@ -13,6 +13,10 @@ trained from scratch on those labels (at ``--learning-rate``) is the baseline. A
 With ``--weights`` (a torchvision ResNet state_dict, see ``nnjax.models.torch_import``) the
 pretrained backbone comes from that file instead of the source task: digits are repeated to RGB
 and ImageNet-normalised, and the from-scratch baseline is the same torchvision architecture.
+
+``--seeds N`` runs every phase with N seeds at once: seed k's head (and scratch network) starts from
+seed k's initialisation on the backbone seed k pretrained (with ``--weights``: the file's, shared), and
+each accuracy is reported as the mean with ``_std`` and ``_per_seed``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +40,7 @@ from nnjax.models.resnet import STEMS, VARIANTS, ResNet, resnet
 from nnjax.models.torch_import import WarmStart, drop, load_torch_state_dict, resnet_params_from_torch
 from nnjax.optim import freeze, make_optimizer, parameter_counts
 from nnjax.tasks import fit
+from nnjax.train import RunResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +90,11 @@ def _head_only(path: tuple[str, ...]) -> bool:
     return path[0] == "fc"
 
 
+def _accuracy(phase: str, fitted: RunResult) -> dict[str, Any]:
+    """A phase's ``test_accuracy`` (with ``_std`` and ``_per_seed`` under ``--seeds``) as ``<phase>_test_accuracy*``."""
+    return {f"{phase}_{k}": v for k, v in fitted.summary.items() if k.startswith("test_accuracy")}
+
+
 def main(config: Config) -> dict:
     workdir = make_workdir(config, "transfer_learning")  # config.json once every phase ran: one refused keeps it
     data = load_dataset(config.data, config.data_dir, config.download)
@@ -101,24 +112,24 @@ def main(config: Config) -> dict:
             num_classes=target.num_classes, frozen_backbone=frozen,
         )
         pretrain = fit(_phase(config, workdir, "pretrain", epochs=config.pretrain_epochs), make(False), source,
-                       losses.classification, experiment="transfer_learning/pretrain")
+                       losses.classification, experiment="transfer_learning/pretrain", multi_seed=True)
         pretrained = {"params": pretrain.state.params, "batch_stats": pretrain.state.batch_stats}
         shape = f"{format_widths(config.stage_sizes)} x {format_widths(config.widths)}"
-        result |= {"backbone": f"ResNet {shape} pretrained on {source.name}",
-                   "source_test_accuracy": pretrain.summary["test_accuracy"]}
+        result |= {"backbone": f"ResNet {shape} pretrained on {source.name}", **_accuracy("source", pretrain)}
 
     model = make(True)
     shapes = jax.eval_shape(lambda k, x: model.init(k, x), jax.random.PRNGKey(0), target.train["x"][:1])
     counts = parameter_counts(shapes["params"], _head_only)
     tx = freeze(make_optimizer(config.optimizer, config.head_learning_rate), shapes["params"], _head_only)
-    transfer = fit(_phase(config, workdir, "transfer"), WarmStart(model, drop(pretrained, "fc")), target,
-                   losses.classification, experiment="transfer_learning/transfer", tx=tx)
+    warm = WarmStart(model, drop(pretrained, "fc"), per_seed=config.seeds > 1 and not config.weights)
+    transfer = fit(_phase(config, workdir, "transfer"), warm, target, losses.classification,
+                   experiment="transfer_learning/transfer", tx=tx, multi_seed=True)
     scratch = fit(_phase(config, workdir, "scratch"), make(False), target, losses.classification,
-                  experiment="transfer_learning/scratch")
+                  experiment="transfer_learning/scratch", multi_seed=True)
     prepare_workdir(dataclasses.replace(config, workdir=workdir), "transfer_learning")
     return result | {
-        "transfer_test_accuracy": transfer.summary["test_accuracy"],
-        "scratch_test_accuracy": scratch.summary["test_accuracy"],
+        **_accuracy("transfer", transfer),
+        **_accuracy("scratch", scratch),
         "trainable_params": counts["trainable"],
         "frozen_params": counts["frozen"],
         "target_train_examples": transfer.summary["train_examples"],

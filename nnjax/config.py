@@ -29,6 +29,7 @@ from nnjax.errors import ConfigError, WorkdirError
 PARALLEL_MODES = ("none", "jit", "pmap", "fsdp")
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
 PRECISIONS = ("float32", "bfloat16")
+SEED_AXIS = "seed"  # the jax.vmap axis name of --seeds: lax.axis_index(SEED_AXIS) is the seed's index 0..N-1
 IMAGE_DATA_HELP = (
     "image data set: mnist, mnist5k (5,000 real MNIST digits, offline), digits (scikit-learn 8x8, offline), "
     "fashion_mnist, cifar10, records:DIR (a records directory, read from disk) or auto (the first of mnist, mnist5k, "

@@ -8,11 +8,13 @@ import os
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from flax.traverse_util import flatten_dict
 from hypothesis import strategies as st
 
 from experiments import char_lm
 from nnjax import cli
 from nnjax.data.chars import CharVocabulary, char_lm_dataset, next_token_windows
+from nnjax.models.weights import load_params
 
 TINY = ["--block-size", "8", "--d-model", "16", "--num-heads", "2", "--num-layers", "1", "--batch-size", "8",
         "--eval-batch-size", "64", "--log-every-steps", "2"]
@@ -104,6 +106,27 @@ def test_learns_below_unigram_and_bigram_then_samples_and_beam_searches(text_fil
     found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["samples"]
     assert 1 <= len(found) <= 3 and all(s.startswith("KING.\n") for s in found)
     assert all(s.endswith("\n") and len(s) > 6 or len(s) == 8 for s in found), "beams end at EOS or a full context"
+
+
+def test_two_seeds_report_each_seeds_validation_and_keep_the_first_seeds_weights_and_samples(text_file, tmp_path, capsys):
+    """The oracle is the one-seed run: seed 0 of ``--seeds 2`` has its validation loss, weights and samples."""
+    runs = {}
+    for seeds in (2, 1):
+        workdir = str(tmp_path / f"seeds{seeds}")
+        argv = ["--text-file", text_file, "--workdir", workdir, "--max-new-tokens", "6", *TINY, "--steps", "8",
+                "--seeds", str(seeds)]
+        assert cli.run(char_lm.main, char_lm.Config, argv) == 0
+        runs[seeds] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    together, alone = runs[2], runs[1]
+    for key in ("val_loss", "val_bpc", "val_accuracy"):
+        np.testing.assert_allclose(together[f"{key}_per_seed"][0], alone[key], atol=2e-4, err_msg=key)
+        assert together[key] == pytest.approx(np.mean(together[f"{key}_per_seed"]), abs=1e-4)
+    assert "test_loss" not in together and together["num_params"] == alone["num_params"]
+    assert together["samples"] == alone["samples"]
+    first, one = (load_params(str(tmp_path / name / "lm.msgpack")) for name in ("seeds2", "seeds1"))
+    for name, value in flatten_dict(one, sep="/").items():
+        if not name.endswith("key/bias"):  # zero gradient in exact arithmetic: Adam's steps follow rounding noise
+            np.testing.assert_allclose(flatten_dict(first, sep="/")[name], value, atol=1e-5, err_msg=name)
 
 
 @pytest.mark.parametrize(

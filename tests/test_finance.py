@@ -190,3 +190,17 @@ def test_trading_report_matches_a_day_by_day_loop():
     assert math.isnan(flat["sharpe"]) and math.isnan(flat["win_rate"]) and flat["final_equity"] == 1.0
     with pytest.raises(ValueError, match="one more day"):
         finance.trading_report(np.array(prices), np.ones(41))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.floats(-0.1, 0.1), st.floats(-0.1, 0.1)), min_size=1, max_size=40))
+def test_forecast_errors_match_scikit_learn(pairs):
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    pred_N, true_N = map(np.array, zip(*pairs))
+    errors = finance.forecast_errors(pred_N, true_N)
+    assert errors["mse"] == pytest.approx(mean_squared_error(true_N, pred_N), abs=1e-15)
+    assert errors["rmse"] == pytest.approx(math.sqrt(mean_squared_error(true_N, pred_N)), abs=1e-12)
+    assert errors["mae"] == pytest.approx(mean_absolute_error(true_N, pred_N), abs=1e-15)
+    assert errors["directional_accuracy"] == finance.directional_accuracy(pred_N, true_N)
+    assert errors["long_fraction"] == np.mean(pred_N > 0)

@@ -221,6 +221,16 @@ def test_stock_forecast_experiment_on_a_synthetic_csv(tmp_path, capsys):
     assert result["steps"] == 1 * (result["train_examples"] // 16)
     for name in result["plots"]:
         assert os.path.isfile(os.path.join(result["workdir"], name))
+    # --seeds 2: the first seed's figures are this run's; buy-and-hold and the up days do not depend on the seed.
+    argv[argv.index("--workdir") + 1] = str(tmp_path / "seeds")
+    assert cli.run(stock_forecast.main, stock_forecast.Config, [*argv, "--seeds", "2"]) == 0
+    seeds = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("test_rmse", "val_mae", "test_directional_accuracy", "model_sharpe", "model_final_equity"):
+        np.testing.assert_allclose(seeds[f"{key}_per_seed"][0], result[key], rtol=1e-3, atol=1e-4, err_msg=key)
+        assert seeds[key] == pytest.approx(np.mean(seeds[f"{key}_per_seed"]), abs=1e-4)
+    for key in ("buy_hold_sharpe", "test_up_day_fraction", "test_days"):
+        assert seeds[key] == result[key] and f"{key}_per_seed" not in seeds
+    assert seeds["beats_buy_hold_sharpe"] == (seeds["model_sharpe"] > seeds["buy_hold_sharpe"])
 
 
 def test_stock_forecast_rejects_an_unknown_symbol_and_too_short_a_series(tmp_path, capsys):

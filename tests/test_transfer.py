@@ -20,6 +20,7 @@ from nnjax.models.resnet import ResNet
 from nnjax.optim import freeze, parameter_counts
 from nnjax.tasks import fit
 from nnjax.train.state import TrainState, model_variables
+from nnjax.train.runner import seed_states
 from nnjax.train.steps import make_train_step
 
 
@@ -97,42 +98,46 @@ def test_split_tasks_relabels_and_keeps_few_target_labels():
 
 
 @pytest.mark.slow
-def test_transfer_learning_experiment_runs_three_phases(tmp_path, monkeypatch):
+def test_transfer_learning_experiment_runs_three_phases_of_two_seeds(tmp_path, monkeypatch):
     runs = {}
 
     def recording_fit(config, model, data, *args, **kwargs):  # the script's own fit, its arguments kept
         result = fit(config, model, data, *args, **kwargs)
-        runs[os.path.basename(config.workdir)] = (data, result.state)
+        runs[os.path.basename(config.workdir)] = (data, seed_states(result.state, config.seeds))
         return result
 
     monkeypatch.setattr(transfer_learning, "fit", recording_fit)
     config = transfer_learning.Config(
         data="digits", epochs=1, pretrain_epochs=1, target_labels=80, stage_sizes=(1,), widths=(4,),
-        batch_size=32, eval_batch_size=512, validation_fraction=0.0, workdir=str(tmp_path),
+        batch_size=32, eval_batch_size=512, validation_fraction=0.0, seeds=2, workdir=str(tmp_path),
     )
     result = transfer_learning.main(config)
     # fc of width 4 -> 5 classes is all that trains; the rest: 3x3 convs 1->4, 4->4, 4->4 and three BNs.
     assert result["trainable_params"] == 4 * 5 + 5
     assert result["frozen_params"] == 9 * 4 + 2 * 9 * 16 + 3 * 2 * 4
-    # Oracle: each reported accuracy is sklearn's accuracy of the trained network's arg-max predictions on
-    # the test split of its task, digits 0-4 for pretraining and 5-9 (labels shifted to 0-4) for the others.
+    # Oracle: each seed's reported accuracy is sklearn's accuracy of its trained network's arg-max predictions
+    # on the test split of its task, digits 0-4 for pretraining and 5-9 (labels shifted to 0-4) for the others.
     digits = load_dataset("digits")
     assert sorted(runs) == ["pretrain", "scratch", "transfer"]
     for phase, (lo, hi) in (("pretrain", (0, 5)), ("transfer", (5, 10)), ("scratch", (5, 10))):
-        data, state = runs[phase]
+        data, states = runs[phase]
         keep = (digits.test["y"] >= lo) & (digits.test["y"] < hi)
         np.testing.assert_array_equal(data.test["x"], digits.test["x"][keep])
         np.testing.assert_array_equal(data.test["y"], digits.test["y"][keep] - lo)
-        logits = state.apply_fn(model_variables(state.params, state.batch_stats), data.test["x"], train=False)
-        accuracy = accuracy_score(data.test["y"], np.asarray(logits).argmax(-1))
         key = "source_test_accuracy" if phase == "pretrain" else f"{phase}_test_accuracy"
-        np.testing.assert_allclose(result[key], accuracy, atol=1e-4, err_msg=phase)
-    transfer_state, scratch_state = runs["transfer"][1], runs["scratch"][1]
-    chex.assert_trees_all_equal(  # the transferred backbone is the pretrained one, not retrained
-        {k: v for k, v in transfer_state.params.items() if k != "fc"},
-        {k: v for k, v in runs["pretrain"][1].params.items() if k != "fc"},
-    )
-    assert not np.allclose(transfer_state.params["conv1"]["kernel"], scratch_state.params["conv1"]["kernel"])
+        for k, state in enumerate(states):
+            logits = state.apply_fn(model_variables(state.params, state.batch_stats), data.test["x"], train=False)
+            accuracy = accuracy_score(data.test["y"], np.asarray(logits).argmax(-1))
+            np.testing.assert_allclose(result[f"{key}_per_seed"][k], accuracy, atol=1e-4, err_msg=f"{phase} {k}")
+        assert result[key] == pytest.approx(np.mean(result[f"{key}_per_seed"]), abs=1e-4)
+    for k in range(2):  # seed k's transferred backbone is the one seed k pretrained, not retrained
+        transfer_state, scratch_state = runs["transfer"][1][k], runs["scratch"][1][k]
+        chex.assert_trees_all_equal(
+            {name: v for name, v in transfer_state.params.items() if name != "fc"},
+            {name: v for name, v in runs["pretrain"][1][k].params.items() if name != "fc"},
+        )
+        assert not np.allclose(transfer_state.params["conv1"]["kernel"], scratch_state.params["conv1"]["kernel"])
+    assert not np.allclose(runs["pretrain"][1][0].params["conv1"]["kernel"], runs["pretrain"][1][1].params["conv1"]["kernel"])
     for phase in ("pretrain", "transfer", "scratch"):
         with open(os.path.join(tmp_path, phase, "metrics.jsonl")) as f:
             assert json.loads(f.readlines()[-1])["kind"] == "test"

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax.traverse_util import flatten_dict
 
 from experiments import sentiment_transformer
 from nnjax import cli
@@ -163,6 +164,18 @@ def test_experiment_trains_saves_and_predicts_from_the_saved_weights(tmp_path, c
     assert out["test_accuracy"] == pytest.approx((cm["tp"] + cm["tn"]) / 12, abs=1e-4)
     for name in [*out["plots"], out["weights"], out["vocab"]]:
         assert os.path.getsize(os.path.join(workdir, name)) > 0
+    # --seeds 2: the first seed is this run (its scores, confusion matrix and weights), the second another one.
+    assert cli.run(sentiment_transformer.main, sentiment_transformer.Config,
+                   [*argv, "--seeds", "2", "--workdir", workdir + "-seeds"]) == 0
+    seeds = last_json(capsys)
+    for key in ("test_accuracy", "test_loss", "test_f1"):
+        assert seeds[f"{key}_per_seed"][0] == pytest.approx(out[key], abs=2e-4), key
+    assert seeds["confusion_matrix"] == cm and seeds["confusion_matrix_of_seed"] == 0
+    first, alone = (flatten_dict(load_params(os.path.join(w, out["weights"])), sep="/") for w in (workdir + "-seeds", workdir))
+    assert first.keys() == alone.keys()
+    for name in first:  # a key bias has zero gradient in exact arithmetic: Adam's steps on it follow rounding noise
+        if not name.endswith("key/bias"):
+            np.testing.assert_allclose(first[name], alone[name], atol=1e-5, err_msg=name)
 
     texts = ["a great superb film", "the dull boring plot", "never seen words"]
     weights = os.path.join(workdir, "classifier.msgpack")

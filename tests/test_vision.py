@@ -278,3 +278,16 @@ def test_dynamic_network_demo_evaluation_sets_and_flags(capsys):
         assert cli.run(dynamic_network.main, dynamic_network.Config, argv, prog="dynamic_network") == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and ("--active-layers" in err[0] or "--stage-drop-rate" in err[0]), err
+
+
+def test_dynamic_network_two_seeds_evaluate_every_active_set_per_seed(tmp_path):
+    """The oracle is the one-seed run: seed 0 of ``--seeds 2`` scores every active set as that run does."""
+    flags = dict(epochs=1, base_channels=2, max_depth=2, batch_size=64, active_layers="0")
+    together, alone = (dynamic_network.main(dynamic_network.Config(seeds=s, workdir=str(tmp_path / str(s)), **flags))
+                       for s in (2, 1))
+    assert [row["active_layers"] for row in together["active_sets"]] == ["0,1", "0"]
+    for row, one in zip(together["active_sets"], alone["active_sets"]):
+        for key in ("test_accuracy", "test_loss"):
+            np.testing.assert_allclose(row[f"{key}_per_seed"][0], one[key], atol=2e-3, err_msg=key)
+            assert row[key] == pytest.approx(np.mean(row[f"{key}_per_seed"]), abs=1e-4)
+        assert row["forward_flops"] == one["forward_flops"]

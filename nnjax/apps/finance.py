@@ -202,3 +202,18 @@ def directional_accuracy(pred_returns_N: Any, true_returns_N: Any) -> float:
     if pred.shape != true.shape:
         raise ValueError(f"pred_returns_N and true_returns_N must have equal shapes, got {pred.shape} and {true.shape}")
     return float(np.mean(np.sign(pred) == np.sign(true)))
+
+
+def forecast_errors(pred_returns_N: Any, true_returns_N: Any) -> dict[str, float]:
+    """How predicted next-day returns score against the realised ones: ``mse``, ``rmse``, ``mae``,
+    ``directional_accuracy`` and ``long_fraction`` (the share of days predicted up, i.e. held long)."""
+    pred = _series(pred_returns_N, "pred_returns_N")
+    error_N = pred - _series(true_returns_N, "true_returns_N")
+    mse = float(np.mean(error_N**2))
+    return {
+        "mse": mse,
+        "rmse": float(np.sqrt(mse)),
+        "mae": float(np.mean(np.abs(error_N))),
+        "directional_accuracy": directional_accuracy(pred_returns_N, true_returns_N),
+        "long_fraction": float(np.mean(pred > 0)),
+    }

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from nnjax.config import SEED_AXIS
 from nnjax.errors import DataUnavailableError, FileFormatError, WeightsError
 from nnjax.models.resnet import VARIANTS, resnet
 
@@ -425,15 +426,22 @@ class WarmStart:
 
     Pass it wherever a flax module's ``init``/``apply`` are used (e.g. ``nnjax.tasks.fit``) to start
     training from imported weights; ``apply`` is the module's. ``pretrained`` may cover only part
-    of the model (``drop(variables, 'fc')`` leaves a new head freshly initialised).
+    of the model (``drop(variables, 'fc')`` leaves a new head freshly initialised). With ``per_seed``, every
+    leaf of ``pretrained`` has a leading [S] axis, one set per seed of a ``--seeds`` run, and ``init`` (called
+    under that run's ``jax.vmap``) takes the set of its seed, ``lax.axis_index(SEED_AXIS)``.
     """
 
     module: nn.Module
     pretrained: Variables
+    per_seed: bool = False
 
     def init(self, rngs: Any, *args: Any, **kwargs: Any) -> Variables:
-        """The module's fresh variables with ``pretrained`` substituted (see ``overlay``)."""
-        return overlay(dict(self.module.init(rngs, *args, **kwargs)), self.pretrained)
+        """The module's fresh variables with ``pretrained`` (or its seed's slice) substituted (see ``overlay``)."""
+        pretrained = self.pretrained
+        if self.per_seed:
+            seed = jax.lax.axis_index(SEED_AXIS)
+            pretrained = jax.tree.map(lambda x_S: jnp.asarray(x_S)[seed], pretrained)
+        return overlay(dict(self.module.init(rngs, *args, **kwargs)), pretrained)
 
     def apply(self, *args: Any, **kwargs: Any) -> Any:
         """``module.apply``."""

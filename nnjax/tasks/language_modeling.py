@@ -31,6 +31,7 @@ from nnjax.models.generation import generate, lm_beam_search
 from nnjax.models.transformer import REMAT_POLICIES, TransformerLM
 from nnjax.models.weights import load_params, save_params
 from nnjax.train import RunResult
+from nnjax.train.runner import rounded
 
 WEIGHTS_FILE, VOCAB_FILE, SAMPLES_FILE = "lm.msgpack", "vocab.json", "samples.txt"
 
@@ -195,25 +196,34 @@ def sample_run(config: LMConfig) -> dict[str, Any]:
     return {"samples": texts, **mode, "eos": config.eos_char() or None, "workdir": config.workdir}
 
 
-def lm_report(result: RunResult, data: Dataset, block_size: int) -> dict[str, Any]:
+def _validation_key(key: str) -> str:
+    """A summary key as ``lm_report`` names it: ``test_*`` (the held-out text) → ``val_*``, ``val_*`` (random
+    training windows) → ``val_windows_*``."""
+    if key.startswith("test_"):
+        return "val_" + key.removeprefix("test_")
+    return "val_windows_" + key.removeprefix("val_") if key.startswith("val_") else key
+
+
+def lm_report(result: RunResult, data: Dataset, block_size: int, params: Any) -> dict[str, Any]:
     """The run's summary with its test figures read as validation ones, per character.
 
     ``val_loss`` (nats per character) and ``val_accuracy`` are the summary's ``test_loss`` and
-    ``test_accuracy`` (``data.test`` holds the held-out text); ``val_bpc`` = ``val_loss / ln 2``;
-    ``tokens_per_s`` = training examples per second x ``block_size``; plus the vocabulary size, the
-    characters of each split and the parameter count.
+    ``test_accuracy`` (``data.test`` holds the held-out text), with their ``_std`` and ``_per_seed``
+    under ``--seeds``; ``val_bpc`` = ``val_loss / ln 2`` (and per seed); ``tokens_per_s`` = training
+    examples per second x ``block_size``; plus the vocabulary size, the characters of each split and the
+    parameter count of one model's ``params``. With ``--validation-fraction`` > 0 the figures on the randomly
+    held-out training windows are ``val_windows_*``.
     """
-    summary = dict(result.summary)
-    val_loss = summary.pop("test_loss")
-    val_accuracy = summary.pop("test_accuracy")
+    summary = {_validation_key(key): value for key, value in result.summary.items()}
+    bpc = {key.replace("val_loss", "val_bpc"): rounded(np.divide(value, math.log(2)).tolist())
+           for key, value in summary.items() if key.startswith("val_loss")}
     return {
-        "val_loss": val_loss,
-        "val_bpc": round(val_loss / math.log(2), 4),
-        "val_accuracy": val_accuracy,
+        **{key: value for key, value in summary.items() if key.startswith("val_loss")},
+        **bpc,
         **summary,
         "tokens_per_s": round(summary.get("examples_per_s", 0.0) * block_size, 1),
         "vocab_size": data.num_classes,
         "train_chars": int(data.train["x"].size),
         "val_chars": int(data.test["x"].size),
-        "num_params": sum(int(np.size(p)) for p in jax.tree.leaves(result.state.params)),
+        "num_params": sum(int(np.size(p)) for p in jax.tree.leaves(params)),
     }

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nnjax.config import TrainConfig
+from nnjax.config import SEED_AXIS, TrainConfig
 from nnjax.data import (
     Dataset,
     epoch_batch_indices,
@@ -117,7 +117,8 @@ class Supervised(Task):
         if self.seeds == 1:
             return jax.device_get(create_train_state(self.model, self.tx, sample_x, jax.random.PRNGKey(self.config.seed)))
         keys = jnp.stack([jax.random.PRNGKey(seed) for seed in self.seed_values])
-        return jax.device_get(jax.vmap(lambda key: create_train_state(self.model, self.tx, sample_x, key))(keys))
+        init = jax.vmap(lambda key: create_train_state(self.model, self.tx, sample_x, key), axis_name=SEED_AXIS)
+        return jax.device_get(init(keys))
 
     @property
     def seed_values(self) -> list[int]:
