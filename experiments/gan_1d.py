@@ -9,7 +9,8 @@ penalty walls off, to change sign) and the generator overshoots and circles N(4,
 non-saturating loss finds the mean but its near-blind discriminator lets the spread drift. The run
 reports the mean and
 standard deviation of 10,000 generated samples and writes ``histogram.png`` (real vs generated,
-with the N(4, 1.5) density) and ``critic.png`` (the critic's score over x).
+with the N(4, 1.5) density) and ``critic.png`` (the critic's score over x). ``--seeds N`` trains N
+GANs at once and reports each figure's mean, ``_std`` and ``_per_seed``; the plots are the first seed's.
 
     python -m experiments.gan_1d
     python -m experiments.gan_1d --no-gp-one-sided          # WGAN-GP: the critic gets stuck
@@ -29,6 +30,7 @@ from nnjax import cli, plots
 from nnjax.config import check_positive, option
 from nnjax.models.gan import MLPCritic, MLPGenerator
 from nnjax.tasks import adversarial
+from nnjax.train.runner import rounded, seed_states, seed_statistics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +64,10 @@ def main(config: Config) -> dict:
     )
     workdir = result.summary["workdir"]
     eval_key, real_key = jax.random.split(jax.random.PRNGKey(config.seed + 1))
-    fake_N = np.asarray(adversarial.generate(result.state.generator, jax.random.normal(eval_key, (config.eval_samples, config.latent_dim))))[:, 0]
+    z_NxL = jax.random.normal(eval_key, (config.eval_samples, config.latent_dim))
+    states = seed_states(result.state, config.seeds)
+    fake_SxN = np.stack([np.asarray(adversarial.generate(state.generator, z_NxL))[:, 0] for state in states])
+    fake_N = fake_SxN[0]
     real_N = np.asarray(adversarial.gaussian_sampler(config.target_mean, config.target_std)(None, real_key, config.eval_samples))[:, 0]
     x_X = np.linspace(config.target_mean - 4 * config.target_std, config.target_mean + 4 * config.target_std, 400)
     target = f"N({config.target_mean:g}, {config.target_std:g})"
@@ -72,15 +77,14 @@ def main(config: Config) -> dict:
         f"after {result.summary['steps']} steps",
         densities={f"{target} density": (x_X, stats.norm.pdf(x_X, config.target_mean, config.target_std))},
     )
-    critic_X = np.asarray(adversarial.score(result.state.critic, x_X[:, None].astype(np.float32)))
+    critic_X = np.asarray(adversarial.score(states[0].critic, x_X[:, None].astype(np.float32)))
     plots.loss_curves(x_X, {"critic score D(x)": critic_X}, os.path.join(workdir, "critic.png"), xlabel="x",
                       ylabel="D(x)", title="critic output over x (real data is " + target + ")")
-    mean, std = float(fake_N.mean()), float(fake_N.std())
+    mean_S, std_S = fake_SxN.mean(axis=1), fake_SxN.std(axis=1)
+    figures = {"generated_mean": mean_S, "generated_std": std_S, "mean_error": np.abs(mean_S - config.target_mean),
+               "std_error": np.abs(std_S - config.target_std)}
     return {
-        "generated_mean": round(mean, 4),
-        "generated_std": round(std, 4),
-        "mean_error": round(abs(mean - config.target_mean), 4),
-        "std_error": round(abs(std - config.target_std), 4),
+        **{k: rounded(v) for k, v in seed_statistics("", figures).items()},
         "eval_samples": config.eval_samples,
         **result.summary,
     }

@@ -236,3 +236,19 @@ def test_gat_karate_trains_from_two_labels(tmp_path):
     assert rows[-2]["train_loss"] < 0.69  # below chance (ln 2) after training
     for name in ("graph.png", "learning_curves.png", "config.json"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0
+
+
+def test_gat_karate_two_seeds_at_once_train_as_their_one_seed_runs(tmp_path):
+    """The oracle is the one-seed run: seed k of ``--seeds 2`` (seed 5 + k) trains and scores as ``--seed 5 + k``."""
+    from experiments.gat_karate import Config, main
+
+    flags = dict(epochs=20, log_every_epochs=10)
+    together = main(Config(seed=5, seeds=2, workdir=str(tmp_path / "seeds"), **flags))
+    alone = main(Config(seed=6, workdir=str(tmp_path / "alone"), **flags))
+    assert together["seeds"] == [5, 6]
+    for key in ("test_accuracy", "test_loss", "train_accuracy", "train_loss"):
+        np.testing.assert_allclose(together[f"{key}_per_seed"][1], alone[key], atol=1e-4, err_msg=key)
+        assert together[key] == pytest.approx(np.mean(together[f"{key}_per_seed"]), abs=1e-4)
+    with open(tmp_path / "seeds" / "metrics.jsonl") as f:
+        tests = [row for row in map(json.loads, f) if row["kind"] == "test"]
+    assert [len(row["test_accuracy_per_seed"]) for row in tests] == [2, 2]

@@ -22,7 +22,7 @@ from flax import struct
 
 from nnjax.config import ResumableConfig, check_positive, option
 from nnjax.errors import ConfigError
-from nnjax.train.runner import RunResult, Schedule, Task, run
+from nnjax.train.runner import RunResult, Schedule, Task, rounded, run, seed_statistics
 from nnjax.train.state import TrainState, create_train_state, model_variables
 
 
@@ -58,6 +58,8 @@ class AdversarialConfig(ResumableConfig):
     log_every_steps: int = option(50, "generator updates between metric rows")
     checkpoint_every_steps: int = option(500, "generator updates between checkpoints; 0: only at the end", minimum=0)
     keep_checkpoints: int = option(2, "newest checkpoints kept in --workdir")
+    seeds: int = option(1, "N > 1: seeds --seed .. --seed+N-1 trained at once in one vmapped step; each loss is "
+                           "their mean, with <loss>_std and <loss>_per_seed", minimum=1)
 
     def resumable_fields(self) -> set[str]:
         """More steps unless ``linear_decay`` (the learning rates then depend on the run's length), other log and
@@ -255,11 +257,16 @@ class Adversarial(Task):
         super().__init__()
         self.config, self.generator, self.critic, self.sample_shape = config, generator, critic, sample_shape
         self.data = jax.device_put(data)
-        self._step = jax.jit(make_adversarial_step(config, sample_real), donate_argnums=0)
+        self.seeds = config.seeds
+        step = make_adversarial_step(config, sample_real)
+        self._step = jax.jit(jax.vmap(step, in_axes=(0, None)) if self.seeds > 1 else step, donate_argnums=0)
 
     def init_state(self) -> GANState:
-        key = jax.random.PRNGKey(self.config.seed)
-        return jax.device_get(create_gan_state(self.config, self.generator, self.critic, self.sample_shape, key))
+        init = lambda key: create_gan_state(self.config, self.generator, self.critic, self.sample_shape, key)  # noqa: E731
+        if self.seeds == 1:
+            return jax.device_get(init(jax.random.PRNGKey(self.config.seed)))
+        keys = jnp.stack([jax.random.PRNGKey(self.config.seed + k) for k in range(self.seeds)])
+        return jax.device_get(jax.vmap(init)(keys))
 
     def train_chunk(self, state: GANState, start: int, stop: int) -> tuple[GANState, Metrics]:
         metrics = []
@@ -270,8 +277,11 @@ class Adversarial(Task):
 
     def finish(self, state: GANState, rows: list[dict[str, Any]], workdir: str) -> dict[str, Any]:
         last = next((row for row in reversed(rows) if row["kind"] == "train"), {})
+        means = {k.removeprefix("train_"): last.get(f"{k}_per_seed", v) for k, v in last.items()
+                 if k.startswith("train_") and not k.endswith("_per_seed")}
         return {
-            **{k.removeprefix("train_"): round(v, 4) for k, v in last.items() if k.startswith("train_")},
+            **{k: rounded(v) for k, v in seed_statistics("", means).items()},
+            **({"seeds": [self.config.seed + k for k in range(self.seeds)]} if self.seeds > 1 else {}),
             "n_critic": self.config.n_critic,
             "loss": self.config.loss,
             "gp_weight": self.config.gp_weight,
@@ -293,7 +303,9 @@ def train_adversarial(
     ``data`` (a pytree of arrays, or None) is what ``sample_real(data, key, n)`` draws real samples
     [n, *sample_shape] from. Writes config.json (plus ``extra``), metrics.jsonl (one 'train' row of step
     means every ``log_every_steps``), checkpoints of both networks (every ``checkpoint_every_steps``) and
-    ``losses.png``.
+    ``losses.png``. With ``config.seeds`` S > 1 the S seeds --seed + k train at once (one vmapped step), the
+    summary's losses are means with ``_std`` and ``_per_seed``, and every leaf of ``result.state`` is stacked
+    [S, ...] (``nnjax.train.runner.seed_states`` slices it).
     """
     task = Adversarial(config, generator, critic, data, sample_real, sample_shape)
     schedule = Schedule(

@@ -4,7 +4,8 @@ the cross-entropy over the labelled nodes only (Kipf & Welling / Veličković et
 Unlike ``fit`` (minibatches of examples, a held-out validation split), one graph is one example whose
 nodes are split by masks, so the ``FullBatchGraph`` task runs one jitted full-batch step per epoch
 on the runner (``nnjax.train.runner``). The state's key is split once per step into the next key and
-the step's dropout key.
+the step's dropout key. ``--seeds N`` stacks N states (seeds --seed + k) along a leading [S] axis and
+``jax.vmap``s the step and the evaluation over it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from nnjax.data.graphs import NodeClassification
 from nnjax.errors import ConfigError
 from nnjax.models.graph import Graph, add_self_loops
 from nnjax.optim import make_optimizer
-from nnjax.train.runner import RunResult, Schedule, Task, run
+from nnjax.train.runner import RunResult, Schedule, Task, rounded, run, seed_statistics
 from nnjax.train.state import TrainState, create_train_state
 
 Metrics = dict[str, jax.Array]
@@ -42,6 +43,8 @@ class NodeClassificationConfig(ResumableConfig):
     log_every_epochs: int = option(10, "epochs between metric rows")
     checkpoint_every_epochs: int = option(0, "epochs between checkpoints; 0: only at the end", minimum=0)
     keep_checkpoints: int = option(2, "newest checkpoints kept in --workdir")
+    seeds: int = option(1, "N > 1: seeds --seed .. --seed+N-1 trained at once in one vmapped step; each metric is "
+                           "their mean, with <metric>_std and <metric>_per_seed", minimum=1)
 
     def resumable_fields(self) -> set[str]:
         """More epochs (the learning rate is constant), other log and checkpoint intervals."""
@@ -120,12 +123,17 @@ class FullBatchGraph(Task):
         self.graph = to_graph(data, self_loops)
         self.labels_N = jnp.asarray(data.labels_N)
         self.masks = {"train": jnp.asarray(data.train_mask_N), "test": jnp.asarray(data.test_mask_N)}
-        self._step = jax.jit(train_step, donate_argnums=0)
-        self._evaluate = jax.jit(evaluate)
+        self.seeds = config.seeds
+        per_seed = (lambda f: jax.vmap(f, in_axes=(0, None, None, None))) if self.seeds > 1 else (lambda f: f)
+        self._step = jax.jit(per_seed(train_step), donate_argnums=0)
+        self._evaluate = jax.jit(per_seed(evaluate))
 
     def init_state(self) -> TrainState:
-        key = jax.random.PRNGKey(self.config.seed)
-        return jax.device_get(create_train_state(self.model, make_tx(self.config), self.graph, key))
+        init = lambda key: create_train_state(self.model, make_tx(self.config), self.graph, key)  # noqa: E731
+        if self.seeds == 1:
+            return jax.device_get(init(jax.random.PRNGKey(self.config.seed)))
+        keys = jnp.stack([jax.random.PRNGKey(self.config.seed + k) for k in range(self.seeds)])
+        return jax.device_get(jax.vmap(init)(keys))
 
     def train_chunk(self, state: TrainState, start: int, stop: int) -> tuple[TrainState, Metrics]:
         metrics = []
@@ -136,18 +144,19 @@ class FullBatchGraph(Task):
             metrics.append(step_metrics)
         return state, jax.tree.map(lambda *m: jnp.stack(m), *metrics)
 
-    def evaluation(self, state: TrainState) -> dict[str, float]:
-        """Evaluation-mode ``{train,test}_{loss,accuracy}``."""
+    def evaluation(self, state: TrainState) -> dict[str, float | list[float]]:
+        """Evaluation-mode ``{train,test}_{loss,accuracy}`` (with ``_std`` and ``_per_seed`` for several seeds)."""
         metrics, _ = self.compiled("evaluate", self._evaluate, state, self.graph, self.labels_N, self.masks)
-        return {k: float(v) for k, v in jax.device_get(metrics).items()}
+        return seed_statistics("", jax.device_get(metrics))
 
     def log_metrics(self, state: TrainState) -> dict[str, float]:
         return {k: v for k, v in self.evaluation(state).items() if k.startswith("test_")}
 
     def finish(self, state: TrainState, rows: list[dict[str, Any]], workdir: str) -> dict[str, Any]:
         return {
-            **{k: round(v, 4) for k, v in self.evaluation(jax.device_put(state)).items()},
-            "epochs": int(state.step),
+            **{k: rounded(v) for k, v in self.evaluation(jax.device_put(state)).items()},
+            "epochs": int(np.max(state.step)),
+            **({"seeds": [self.config.seed + k for k in range(self.seeds)]} if self.seeds > 1 else {}),
             "labelled_nodes": int(self.data.train_mask_N.sum()),
             "test_nodes": int(self.data.test_mask_N.sum()),
         }
@@ -168,7 +177,9 @@ def train_node_classifier(
     the mean loss/accuracy on the labelled nodes over those steps, dropout on, and a 'test' row with
     the evaluation-mode loss/accuracy on the test nodes), checkpoints (every ``checkpoint_every_epochs``)
     and ``learning_curves.png``. The summary holds the final evaluation-mode train/test loss and accuracy;
-    ``predict(result.state, to_graph(data))`` gives the final log-probabilities.
+    ``predict(result.state, to_graph(data))`` gives the final log-probabilities. With ``config.seeds`` S > 1
+    every figure is the mean over seeds with ``_std`` and ``_per_seed``, and each leaf of ``result.state`` is
+    stacked [S, ...] (``nnjax.train.runner.seed_states`` slices it).
     """
     task = FullBatchGraph(config, model, data, self_loops)
     schedule = Schedule(

@@ -293,7 +293,7 @@ def _loop(
         evaluation = task.log_metrics(state)
         if evaluation:
             writer.write({"kind": "test", "step": b, **evaluation})
-            shown |= evaluation
+            shown |= {k: v for k, v in evaluation.items() if np.isscalar(v)}
         if schedule.epoch_end(b):
             _write_epoch_row(task, state, schedule.epoch(b), b, writer)
         bar.update(b - a)
