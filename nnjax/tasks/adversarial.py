@@ -22,7 +22,7 @@ from flax import struct
 
 from nnjax.config import ResumableConfig, check_positive, option
 from nnjax.errors import ConfigError
-from nnjax.train.runner import RunResult, Schedule, Task, rounded, run, seed_statistics
+from nnjax.train.runner import RunResult, Schedule, Task, init_per_seed, rounded, run, seed_statistics
 from nnjax.train.state import TrainState, create_train_state, model_variables
 
 
@@ -262,11 +262,10 @@ class Adversarial(Task):
         self._step = jax.jit(jax.vmap(step, in_axes=(0, None)) if self.seeds > 1 else step, donate_argnums=0)
 
     def init_state(self) -> GANState:
-        init = lambda key: create_gan_state(self.config, self.generator, self.critic, self.sample_shape, key)  # noqa: E731
-        if self.seeds == 1:
-            return jax.device_get(init(jax.random.PRNGKey(self.config.seed)))
-        keys = jnp.stack([jax.random.PRNGKey(self.config.seed + k) for k in range(self.seeds)])
-        return jax.device_get(jax.vmap(init)(keys))
+        return init_per_seed(
+            lambda key: create_gan_state(self.config, self.generator, self.critic, self.sample_shape, key),
+            self.config.seed, self.seeds,
+        )
 
     def train_chunk(self, state: GANState, start: int, stop: int) -> tuple[GANState, Metrics]:
         metrics = []

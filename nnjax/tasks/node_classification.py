@@ -24,7 +24,7 @@ from nnjax.data.graphs import NodeClassification
 from nnjax.errors import ConfigError
 from nnjax.models.graph import Graph, add_self_loops
 from nnjax.optim import make_optimizer
-from nnjax.train.runner import RunResult, Schedule, Task, rounded, run, seed_statistics
+from nnjax.train.runner import RunResult, Schedule, Task, init_per_seed, rounded, run, seed_statistics
 from nnjax.train.state import TrainState, create_train_state
 
 Metrics = dict[str, jax.Array]
@@ -129,11 +129,8 @@ class FullBatchGraph(Task):
         self._evaluate = jax.jit(per_seed(evaluate))
 
     def init_state(self) -> TrainState:
-        init = lambda key: create_train_state(self.model, make_tx(self.config), self.graph, key)  # noqa: E731
-        if self.seeds == 1:
-            return jax.device_get(init(jax.random.PRNGKey(self.config.seed)))
-        keys = jnp.stack([jax.random.PRNGKey(self.config.seed + k) for k in range(self.seeds)])
-        return jax.device_get(jax.vmap(init)(keys))
+        return init_per_seed(lambda key: create_train_state(self.model, make_tx(self.config), self.graph, key),
+                             self.config.seed, self.seeds)
 
     def train_chunk(self, state: TrainState, start: int, stop: int) -> tuple[TrainState, Metrics]:
         metrics = []

@@ -9,11 +9,10 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nnjax.config import SEED_AXIS, TrainConfig
+from nnjax.config import TrainConfig
 from nnjax.data import (
     Dataset,
     epoch_batch_indices,
@@ -30,7 +29,7 @@ from nnjax.data.records import RecordSplit
 from nnjax.errors import ConfigError
 from nnjax.optim import make_optimizer
 from nnjax.train.parallel import Parallel
-from nnjax.train.runner import RunResult, Schedule, Task, rounded, run, seed_statistics
+from nnjax.train.runner import RunResult, Schedule, Task, init_per_seed, rounded, run, seed_statistics
 from nnjax.train.sharding import param_logical_axes
 from nnjax.train.state import TrainState, create_train_state
 from nnjax.train.steps import Augment, Objective
@@ -114,11 +113,8 @@ class Supervised(Task):
 
     def init_state(self) -> TrainState:
         sample_x = take(self.train, np.arange(self.config.batch_size))["x"]
-        if self.seeds == 1:
-            return jax.device_get(create_train_state(self.model, self.tx, sample_x, jax.random.PRNGKey(self.config.seed)))
-        keys = jnp.stack([jax.random.PRNGKey(seed) for seed in self.seed_values])
-        init = jax.vmap(lambda key: create_train_state(self.model, self.tx, sample_x, key), axis_name=SEED_AXIS)
-        return jax.device_get(init(keys))
+        return init_per_seed(lambda key: create_train_state(self.model, self.tx, sample_x, key), self.config.seed,
+                             self.seeds)
 
     @property
     def seed_values(self) -> list[int]:

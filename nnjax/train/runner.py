@@ -26,15 +26,16 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from nnjax import plots
-from nnjax.config import ResumableConfig
+from nnjax.config import SEED_AXIS, ResumableConfig
 from nnjax.distributed import is_main_process
 from nnjax.errors import TrainingDivergedError, WorkdirError
 from nnjax.train.checkpoint import Checkpointer, NonFiniteStateError
@@ -245,6 +246,16 @@ def seed_statistics(prefix: str, means: dict[str, Any]) -> dict[str, Any]:
         out[f"{prefix}{name}_std"] = float(np.std(value, ddof=1))
         out[f"{prefix}{name}_per_seed"] = [float(v) for v in value]
     return out
+
+
+def init_per_seed(init: Callable[[jax.Array], Any], seed: int, seeds: int) -> Any:
+    """``init(PRNGKey(seed))`` on the host; for ``seeds`` S > 1 the states of seeds ``seed .. seed + S - 1``
+    stacked along a leading [S] axis, made by one ``jax.vmap`` named ``SEED_AXIS`` (so an ``init`` can read its
+    seed's index as ``lax.axis_index(SEED_AXIS)``)."""
+    if seeds == 1:
+        return jax.device_get(init(jax.random.PRNGKey(seed)))
+    keys_S = jnp.stack([jax.random.PRNGKey(seed + k) for k in range(seeds)])
+    return jax.device_get(jax.vmap(init, axis_name=SEED_AXIS)(keys_S))
 
 
 def seed_states(state: Any, seeds: int) -> list[Any]:
