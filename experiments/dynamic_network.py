@@ -46,7 +46,7 @@ from nnjax.data import load_dataset
 from nnjax.models.dynamic import DynamicClassifier, evaluation_sets, parse_active_layers
 from nnjax.tasks import evaluate, fit
 from nnjax.train import Parallel, TrainState, model_variables
-from nnjax.train.runner import rounded, seed_states, seed_statistics
+from nnjax.train.runner import rounded, seed_states, seed_statistics, stack_seeds
 
 TIMING_PASSES = 3
 
@@ -93,10 +93,9 @@ def evaluate_active_set(
         seconds.append(time.perf_counter() - tick)
     variables = model_variables(states[0].params, states[0].batch_stats)
     lowered = jax.jit(functools.partial(apply_fn, train=False)).lower(variables, test["x"][:1])
-    metrics = {name: np.array([m[name] for m in per_seed]) for name in per_seed[0]}
     return {
         "active_layers": ",".join(map(str, active)) or "none",
-        **{k: rounded(v) for k, v in seed_statistics("test_", metrics).items()},
+        **{k: rounded(v) for k, v in seed_statistics("test_", stack_seeds(per_seed)).items()},
         "forward_flops": float(lowered.cost_analysis()["flops"]),
         "test_pass_s": round(min(seconds), 4),
     }

@@ -40,7 +40,7 @@ from nnjax.data.prices import SYMBOLS, StockDataset, bokeh_stocks_path, load_sto
 from nnjax.errors import ConfigError
 from nnjax.models.forecast import POOLINGS, StockForecaster
 from nnjax.tasks import fit
-from nnjax.train.runner import rounded, seed_states, seed_statistics
+from nnjax.train.runner import rounded, seed_states, seed_statistics, stack_seeds
 
 SPLIT = (0.7, 0.15, 0.15)
 SPLITS = ("val", "test")  # the time-ordered periods evaluated after training
@@ -115,7 +115,7 @@ def main(config: Config) -> dict:
     result = fit(config, model, data, losses.regression, experiment="stock_forecast", multi_seed=True)
     per_seed = [evaluate_seed(model, state.params, stocks, scale, config.eval_batch_size)
                 for state in seed_states(result.state, config.seeds)]
-    figures = {k: np.array([seed[0][k] for seed in per_seed]) for k in per_seed[0][0]}
+    figures = stack_seeds([seed[0] for seed in per_seed])
     predicted_N, model_equity = per_seed[0][1:]
     actual_N = stocks.next_return["test"]
     hold_trading, hold_equity = finance.trading_report(stocks.prices["test"], np.ones_like(predicted_N))

@@ -22,7 +22,7 @@ from flax import struct
 
 from nnjax.config import ResumableConfig, check_positive, option
 from nnjax.errors import ConfigError
-from nnjax.train.runner import RunResult, Schedule, Task, init_per_seed, rounded, run, seed_statistics
+from nnjax.train.runner import RunResult, Schedule, Task, init_per_seed, rounded, run, seed_statistics, seed_values
 from nnjax.train.state import TrainState, create_train_state, model_variables
 
 
@@ -280,7 +280,7 @@ class Adversarial(Task):
                  if k.startswith("train_") and not k.endswith("_per_seed")}
         return {
             **{k: rounded(v) for k, v in seed_statistics("", means).items()},
-            **({"seeds": [self.config.seed + k for k in range(self.seeds)]} if self.seeds > 1 else {}),
+            **({"seeds": seed_values(self.config.seed, self.seeds)} if self.seeds > 1 else {}),
             "n_critic": self.config.n_critic,
             "loss": self.config.loss,
             "gp_weight": self.config.gp_weight,

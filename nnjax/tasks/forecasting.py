@@ -44,7 +44,7 @@ from nnjax.data.timeseries import (
 from nnjax.errors import ConfigError
 from nnjax.optim import make_optimizer
 from nnjax.tasks.supervised import fit, planned_steps
-from nnjax.train.runner import rounded, seed_states, seed_statistics
+from nnjax.train.runner import rounded, seed_states, seed_statistics, stack_seeds
 
 FRACTIONS = (0.7, 0.15, 0.15)
 WINDOWS = {"sine": 10, "sunspots": 22, "co2": 24}  # --window 0: the seed's 10; two sunspot / seasonal cycles
@@ -210,7 +210,7 @@ def run_forecast(config: ForecastConfig, model: nn.Module, experiment: str, labe
     per_seed = [rmse_errors(report) for report in reports]
     model_keys = [k for k in per_seed[0] if "_model_" in k]  # the naive forecast is the same for every seed
     errors = {**per_seed[0], **{k: rounded(v, 5) for k, v in seed_statistics(
-        "", {k: np.array([e[k] for e in per_seed]) for k in model_keys}).items()}}
+        "", stack_seeds(per_seed, model_keys)).items()}}
     actual, forecast, naive = reports[0]["test"]  # the plot shows the first seed's forecasts
     series_T = windows.series.values_T
     t_test = np.arange(len(series_T) - len(actual), len(series_T))

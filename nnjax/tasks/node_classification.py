@@ -24,7 +24,7 @@ from nnjax.data.graphs import NodeClassification
 from nnjax.errors import ConfigError
 from nnjax.models.graph import Graph, add_self_loops
 from nnjax.optim import make_optimizer
-from nnjax.train.runner import RunResult, Schedule, Task, init_per_seed, rounded, run, seed_statistics
+from nnjax.train.runner import RunResult, Schedule, Task, init_per_seed, rounded, run, seed_statistics, seed_values
 from nnjax.train.state import TrainState, create_train_state
 
 Metrics = dict[str, jax.Array]
@@ -153,7 +153,7 @@ class FullBatchGraph(Task):
         return {
             **{k: rounded(v) for k, v in self.evaluation(jax.device_put(state)).items()},
             "epochs": int(np.max(state.step)),
-            **({"seeds": [self.config.seed + k for k in range(self.seeds)]} if self.seeds > 1 else {}),
+            **({"seeds": seed_values(self.config.seed, self.seeds)} if self.seeds > 1 else {}),
             "labelled_nodes": int(self.data.train_mask_N.sum()),
             "test_nodes": int(self.data.test_mask_N.sum()),
         }

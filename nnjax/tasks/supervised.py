@@ -29,7 +29,7 @@ from nnjax.data.records import RecordSplit
 from nnjax.errors import ConfigError
 from nnjax.optim import make_optimizer
 from nnjax.train.parallel import Parallel
-from nnjax.train.runner import RunResult, Schedule, Task, init_per_seed, rounded, run, seed_statistics
+from nnjax.train.runner import RunResult, Schedule, Task, init_per_seed, rounded, run, seed_statistics, seed_values
 from nnjax.train.sharding import param_logical_axes
 from nnjax.train.state import TrainState, create_train_state
 from nnjax.train.steps import Augment, Objective
@@ -120,7 +120,7 @@ class Supervised(Task):
     def seed_values(self) -> list[int]:
         """The seeds trained at once: ``--seed``, ``--seed + 1``, ...; each initialises, drops out and shuffles
         exactly as a one-seed run with that ``--seed`` would (the validation split stays that of ``--seed``)."""
-        return [self.config.seed + k for k in range(self.seeds)]
+        return seed_values(self.config.seed, self.seeds)
 
     def place(self, host_state: TrainState) -> TrainState:
         return self.parallel.place_state(host_state)

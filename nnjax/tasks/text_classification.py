@@ -23,7 +23,7 @@ from nnjax.data.text import Vocabulary
 from nnjax.errors import ConfigError
 from nnjax.tasks.supervised import predict_probabilities
 from nnjax.train import RunResult
-from nnjax.train.runner import rounded, seed_states, seed_statistics
+from nnjax.train.runner import rounded, seed_states, seed_statistics, stack_seeds
 
 CONFUSION_PLOT = "confusion_matrix.png"
 
@@ -74,8 +74,7 @@ def binary_test_report(result: RunResult, data: Dataset, batch_size: int) -> dic
     workdir = result.summary["workdir"]
     plots.confusion_matrix(np.asarray(cm_2x2), os.path.join(workdir, CONFUSION_PLOT), class_names=CLASS_NAMES)
     names = ("accuracy", "precision", "recall", "f1")
-    per_seed = {name: np.array([report[name] for report in reports]) for name in names}
-    scores = {k: rounded(v) for k, v in seed_statistics("test_", per_seed).items()}
+    scores = {k: rounded(v) for k, v in seed_statistics("test_", stack_seeds(reports, names)).items()}
     counts = {k: int(reports[0][k]) for k in ("tn", "fp", "fn", "tp")}
     return {
         **result.summary,

@@ -254,8 +254,19 @@ def init_per_seed(init: Callable[[jax.Array], Any], seed: int, seeds: int) -> An
     seed's index as ``lax.axis_index(SEED_AXIS)``)."""
     if seeds == 1:
         return jax.device_get(init(jax.random.PRNGKey(seed)))
-    keys_S = jnp.stack([jax.random.PRNGKey(seed + k) for k in range(seeds)])
+    keys_S = jnp.stack([jax.random.PRNGKey(s) for s in seed_values(seed, seeds)])
     return jax.device_get(jax.vmap(init, axis_name=SEED_AXIS)(keys_S))
+
+
+def seed_values(seed: int, seeds: int) -> list[int]:
+    """The seeds a ``--seed seed --seeds seeds`` run trains at once: ``seed .. seed + seeds - 1``."""
+    return [seed + k for k in range(seeds)]
+
+
+def stack_seeds(per_seed: list[dict[str, Any]], keys: Any = None) -> dict[str, np.ndarray]:
+    """Each key of ``keys`` (default: all of ``per_seed[0]``'s) as the [S] array of its values in the per-seed
+    dicts ``per_seed``, ready for ``seed_statistics``."""
+    return {key: np.array([values[key] for values in per_seed]) for key in (per_seed[0] if keys is None else keys)}
 
 
 def seed_states(state: Any, seeds: int) -> list[Any]:
