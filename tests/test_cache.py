@@ -7,7 +7,9 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
+from nnjax import cli
 from nnjax.cache import cache_dir
+from nnjax.config import RunConfig
 
 
 @pytest.mark.parametrize("environ, expected", [
@@ -24,14 +26,27 @@ def test_the_cache_directory_honours_nnjax_cache_dir_then_xdg_cache_home(monkeyp
 
 
 def test_a_run_keeps_its_compiled_programs_when_asked(tmp_path):
-    def run(cache, *flags):
-        env = {k: v for k, v in os.environ.items() if k != "NNJAX_COMPILE_CACHE"} | {"NNJAX_CACHE_DIR": str(cache)}
-        done = subprocess.run([sys.executable, "-m", "experiments.mlp_mnist", "--data", "digits", "--steps", "2",
-                               "--workdir", str(tmp_path / f"run_{cache.name}"), *flags],
-                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-        return sorted(os.listdir(cache / "jax")) if (cache / "jax").is_dir() else []
-
-    kept = run(tmp_path / "on", "--compile-cache")
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k != "NNJAX_COMPILE_CACHE"} | {"NNJAX_CACHE_DIR": str(cache)}
+    done = subprocess.run([sys.executable, "-m", "experiments.mlp_mnist", "--data", "digits", "--steps", "2",
+                           "--workdir", str(tmp_path / "run"), "--compile-cache"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    kept = sorted(os.listdir(cache / "jax"))
     assert any(name.startswith("jit_") for name in kept), kept  # e.g. the train chunk's executable
-    assert run(tmp_path / "off") == [], "off by default"
+
+
+@pytest.mark.parametrize("flags, environ, enabled", [
+    ([], {}, False),
+    (["--compile-cache"], {}, True),
+    ([], {"NNJAX_COMPILE_CACHE": "1"}, True),
+])
+def test_the_cache_is_off_unless_the_flag_or_the_environment_asks(monkeypatch, flags, environ, enabled):
+    """The wiring in ``cli.run`` (the test above shows that an enabled cache really keeps programs)."""
+    calls = []
+    monkeypatch.delenv("NNJAX_COMPILE_CACHE", raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli, "enable_compilation_cache", lambda: calls.append(True))
+    assert cli.run(lambda config: {}, RunConfig, [*flags, "--workdir", "/tmp/nnjax-never-written"]) == 0
+    assert calls == ([True] if enabled else [])
