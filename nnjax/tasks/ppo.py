@@ -48,12 +48,13 @@ ACTIVATIONS = ("tanh", "relu")
 class PPOConfig(ResumableConfig):
     """PPO hyper-parameters; ``total_timesteps`` env steps in ``num_envs * num_steps`` per update.
 
-    The defaults solve CartPole-v1 (return 500) in about 1e5 environment steps on every seed tried.
+    The defaults solve CartPole-v1 (return 500) in about 1e5 environment steps on every seed tried; at the
+    default 2e5 steps all 8 seeds of ``split(PRNGKey(0), 8)`` end at return 500 (at 1.5e5, two of them did not).
     """
 
     num_envs: int = option(8, "environments stepped in parallel (vmap)")
     num_steps: int = option(128, "steps per environment per rollout")
-    total_timesteps: int = option(500_000, "environment steps of the run, in whole updates of --num-envs x --num-steps")
+    total_timesteps: int = option(200_000, "environment steps of the run, in whole updates of --num-envs x --num-steps")
     learning_rate: float = option(1e-3, "Adam learning rate")
     anneal_lr: bool = option(True, "decay the learning rate linearly to 0 over the run")
     gamma: float = option(0.99, "discount factor, in [0, 1]")
@@ -310,7 +311,7 @@ class PPO(Task):
 
     def init_state(self) -> Runner:
         keys = jax.random.split(jax.random.PRNGKey(self.config.seed), self.config.seeds)
-        return jax.device_get(jax.vmap(lambda key: init_runner(self.config, key))(keys))
+        return jax.device_get(jax.jit(jax.vmap(lambda key: init_runner(self.config, key)))(keys))
 
     def train_chunk(self, state: Runner, start: int, stop: int) -> tuple[Runner, dict[str, jax.Array]]:
         return self.compiled("ppo_updates", self._chunk, state, jnp.arange(start, stop))
