@@ -246,7 +246,8 @@ def score(critic: TrainState, x_BxD: jax.Array) -> jax.Array:
 
 class Adversarial(Task):
     """The GAN alternation on the runner: one step is ``make_adversarial_step``'s ``n_critic`` critic updates
-    and one generator update; ``data`` is placed on the device once and passed to every step."""
+    and one generator update; a chunk of steps is one jitted ``lax.scan`` (one dispatch per logged row, not per
+    step); ``data`` is placed on the device once and passed to every chunk."""
 
     curves_file = "losses.png"
 
@@ -259,7 +260,13 @@ class Adversarial(Task):
         self.data = jax.device_put(data)
         self.seeds = config.seeds
         step = make_adversarial_step(config, sample_real)
-        self._step = jax.jit(jax.vmap(step, in_axes=(0, None)) if self.seeds > 1 else step, donate_argnums=0)
+        if self.seeds > 1:
+            step = jax.vmap(step, in_axes=(0, None))
+
+        def chunk(state: GANState, data: Any, steps_C: jax.Array) -> tuple[GANState, Metrics]:
+            return jax.lax.scan(lambda s, _: step(s, data), state, steps_C)
+
+        self._chunk = jax.jit(chunk, donate_argnums=0)
 
     def init_state(self) -> GANState:
         return init_per_seed(
@@ -268,11 +275,7 @@ class Adversarial(Task):
         )
 
     def train_chunk(self, state: GANState, start: int, stop: int) -> tuple[GANState, Metrics]:
-        metrics = []
-        for _ in range(stop - start):
-            state, step_metrics = self.compiled("adversarial_step", self._step, state, self.data)
-            metrics.append(step_metrics)
-        return state, jax.tree.map(lambda *m: jnp.stack(m), *metrics)
+        return self.compiled("adversarial_steps", self._chunk, state, self.data, jnp.arange(start, stop))
 
     def finish(self, state: GANState, rows: list[dict[str, Any]], workdir: str) -> dict[str, Any]:
         last = next((row for row in reversed(rows) if row["kind"] == "train"), {})
