@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks import char_lm, memory
+from benchmarks import ppo as ppo_bench
 
 TINY_LM = char_lm.Size(vocab_size=11, block_size=8, d_model=16, num_heads=2, num_layers=2, batch_size=4)
 
@@ -100,3 +101,153 @@ def test_memory_remat_keeps_fewer_residuals_and_same_gradients():
             figures["argument_bytes"] + figures["output_bytes"] - figures["alias_bytes"] + figures["temp_bytes"]
         )
     assert result["num_params"] == char_lm.nnjax_param_count(char_lm.Size(11, 16, 16, 2, 1, 4))
+
+
+# benchmarks/ppo.py: the PyTorch PPO is nnjax's PPO (network, loss, gradients, GAE), and every figure is measured.
+
+TINY_PPO = {"num_envs": 2, "num_steps": 4, "update_epochs": 1, "num_minibatches": 1, "hidden": (8, 8)}
+
+
+def _ppo_params(config):
+    from nnjax.envs import cartpole
+    from nnjax.tasks import ppo as nnjax_ppo
+
+    network = nnjax_ppo.make_network(config)
+    return network, network.init(jax.random.PRNGKey(0), np.zeros((1, cartpole.OBS_DIM), np.float32))["params"]
+
+
+def _torch_model(torch, config, params):
+    model = ppo_bench.torch_actor_critic(config)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in ppo_bench.torch_state_dict(params).items()})
+    return model
+
+
+def _ppo_batch(size: int = 64) -> dict[str, np.ndarray]:
+    """A minibatch whose old log-probs and values are far enough off that both clips act on some rows."""
+    rng = np.random.default_rng(0)
+    return {
+        "obs": rng.normal(size=(size, 4)).astype(np.float32), "action": rng.integers(0, 2, size).astype(np.int32),
+        "log_prob": (np.log(0.5) + rng.normal(0, 0.3, size)).astype(np.float32),
+        "value": rng.normal(0, 0.5, size).astype(np.float32), "advantage": rng.normal(1, 2, size).astype(np.float32),
+        "target": rng.normal(0, 2, size).astype(np.float32),
+    }
+
+
+def test_torch_actor_critic_with_the_nnjax_weights_gives_the_same_logits_and_values():
+    torch = pytest.importorskip("torch")
+    config = ppo_bench.ppo_config(1)
+    network, params = _ppo_params(config)
+    assert sum(p.numel() for p in ppo_bench.torch_actor_critic(config).parameters()) == sum(
+        x.size for x in jax.tree.leaves(params)) == 4 * 256 + 256 * 256 + 256 * 3 + 256 * 2 + 3
+    obs = _ppo_batch()["obs"]
+    logits, value = jax.jit(network.apply)({"params": params}, obs)
+    with torch.no_grad():
+        logits_torch, value_torch = _torch_model(torch, config, params)(torch.from_numpy(obs))
+    np.testing.assert_allclose(logits_torch.numpy(), logits, atol=1e-5)
+    np.testing.assert_allclose(value_torch.numpy(), value, atol=1e-5)
+
+
+def test_torch_ppo_loss_and_gradients_equal_nnjax_ppo_loss():
+    torch = pytest.importorskip("torch")
+    from nnjax.tasks import ppo as nnjax_ppo
+
+    config = ppo_bench.ppo_config(1, **TINY_PPO)
+    network, params = _ppo_params(config)
+    batch = _ppo_batch()
+    (loss, parts), grads = jax.jit(jax.value_and_grad(
+        lambda p: nnjax_ppo.ppo_loss(p, network.apply, batch, config), has_aux=True))(params)
+    assert 0 < parts["clip_fraction"] < 1
+    model = _torch_model(torch, config, params)
+    batch_torch = {k: torch.from_numpy(v).long() if k == "action" else torch.from_numpy(v) for k, v in batch.items()}
+    loss_torch, parts_torch = ppo_bench.torch_ppo_loss(model, batch_torch, config)
+    loss_torch.backward()
+    np.testing.assert_allclose(loss_torch.item(), loss, atol=1e-5)
+    for name, part in parts_torch.items():
+        np.testing.assert_allclose(part.item(), parts[name], atol=1e-5, err_msg=name)
+    expected = ppo_bench.torch_state_dict(grads)  # the gradients laid out as torch's parameters
+    for name, parameter in model.named_parameters():
+        np.testing.assert_allclose(parameter.grad.numpy(), expected[name], atol=1e-5, err_msg=name)
+
+
+def test_torch_gae_equals_nnjax_gae():
+    torch = pytest.importorskip("torch")
+    from nnjax.tasks import ppo as nnjax_ppo
+
+    rng = np.random.default_rng(1)
+    reward, value, next_value = (rng.normal(size=(16, 3)).astype(np.float32) for _ in range(3))
+    done = rng.random((16, 3)) < 0.3
+    terminated = done & (rng.random((16, 3)) < 0.5)
+    expected = nnjax_ppo.gae(reward, value, next_value, terminated, done, 0.99, 0.95)
+    got = ppo_bench.torch_gae(*map(torch.from_numpy, (reward, value, next_value)),
+                              *(torch.from_numpy(x.astype(np.float32)) for x in (terminated, done)), 0.99, 0.95)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g.numpy(), e, atol=1e-5)
+
+
+def test_cartpole_envs_reset_in_the_same_step_and_keep_the_final_observation():
+    pytest.importorskip("gymnasium")
+    from nnjax.envs import cartpole
+
+    envs = ppo_bench.cartpole_envs(2)
+    obs, _ = envs.reset(seed=0)
+    for _ in range(200):  # always pushing right ends every episode within a few dozen steps
+        previous = obs
+        obs, reward, terminated, truncated, info = envs.step(np.ones(2, np.int64))
+        if terminated.any():
+            break
+    env = int(np.flatnonzero(terminated)[0])
+    final_obs = info["final_obs"][env]
+    assert reward[env] == 1.0 and abs(final_obs[0] - previous[env][0]) < 0.1
+    assert abs(final_obs[2]) > cartpole.THETA_THRESHOLD  # the pole fell: the finished episode's last observation
+    assert np.all(np.abs(obs[env]) <= 0.05)  # the reset observation, returned in the same step
+    envs.close()
+
+
+@pytest.mark.parametrize("figure", [pytest.param("nnjax", marks=pytest.mark.slow), "nnjax_jit", "torch"])
+def test_each_figure_trains_a_couple_of_updates_and_reports_env_steps_per_s(figure):
+    """``nnjax`` is slow: ``train_ppo`` on the runner, eager init, compile and plots included (~4 s on a quiet CPU)."""
+    if figure == "torch":
+        pytest.importorskip("torch")
+        pytest.importorskip("gymnasium")
+    config = ppo_bench.ppo_config(2, **TINY_PPO)
+    run = {"nnjax": ppo_bench.run_nnjax, "nnjax_jit": ppo_bench.run_nnjax_jit,
+           "torch": lambda c: ppo_bench.run_torch(c, warmup=1, threads=1)}[figure]
+    figures = run(config)
+    assert figures["env_steps_per_s"] > 0 and figures["final_return"] >= 0
+    if figure == "torch":
+        assert 0 < figures["rollout_fraction"] < 1
+    else:
+        assert figures["compile_s"] > 0
+
+
+def _ppo_worker(nnjax=None, nnjax_jit=None, torch=None, load_avg=0.5):
+    figures = {}
+    if nnjax is not None:
+        figures = {"nnjax": {"env_steps_per_s": nnjax, "compile_s": 2.5, "final_return": 30.0},
+                   "nnjax_jit": {"env_steps_per_s": nnjax_jit, "compile_s": 2.0, "final_return": 31.0}}
+    if torch is not None:
+        figures = {"torch": {"env_steps_per_s": torch, "rollout_fraction": 0.55, "final_return": 29.0}}
+    return {"load_avg": load_avg, "figures": figures}
+
+
+def test_ppo_summary_takes_each_figures_best_run_and_gives_the_ratios():
+    runs = {"nnjax": [_ppo_worker(20_000.0, 30_000.0), _ppo_worker(25_000.0, 28_000.0, load_avg=1.5)],
+            "torch": [_ppo_worker(torch=10_000.0), None]}
+    result = json.loads(json.dumps(ppo_bench.summarize(ppo_bench.parse_args([]), runs)))
+    assert result["env_steps_per_update"] == 1024 and result["hidden"] == [256, 256]
+    assert result["nnjax_env_steps_per_s"] == 25_000.0 and result["nnjax_load_avg"] == 1.5
+    assert result["nnjax_runs_env_steps_per_s"] == [20_000.0, 25_000.0]
+    assert result["nnjax_jit_env_steps_per_s"] == 30_000.0 and result["nnjax_jit_compile_s"] == 2.0
+    assert result["torch_runs_env_steps_per_s"] == [10_000.0, None] and result["torch_rollout_fraction"] == 0.55
+    assert result["nnjax_over_torch"] == 2.5 and result["nnjax_jit_over_torch"] == 3.0
+    assert result["goal_nnjax_over_torch"] == 20.0
+
+    failed = ppo_bench.summarize(ppo_bench.parse_args([]), {"nnjax": runs["nnjax"], "torch": [None]})
+    assert failed["torch_env_steps_per_s"] is None and "nnjax_over_torch" not in failed
+
+
+@pytest.mark.parametrize("flags", [["--updates", "0"], ["--warmup", "-1"], ["--torch-threads", "0"], ["--frameworks", "jax"]])
+def test_ppo_bad_flags_exit_with_usage_error(flags):
+    with pytest.raises(SystemExit) as exit_info:
+        ppo_bench.parse_args(flags)
+    assert exit_info.value.code == 2
