@@ -100,6 +100,7 @@ def main(config: Config) -> dict:
     data = load_dataset(config.data, config.data_dir, config.download)
     source, target = split_tasks(data, config.split_class, config.target_labels, config.seed)
     result = {"data": data.name, "target_labels": config.target_labels}
+    phases = []
 
     if config.weights:
         make = lambda frozen: resnet(config.arch, target.num_classes, frozen_backbone=frozen)  # noqa: E731
@@ -113,6 +114,7 @@ def main(config: Config) -> dict:
         )
         pretrain = fit(_phase(config, workdir, "pretrain", epochs=config.pretrain_epochs), make(False), source,
                        losses.classification, experiment="transfer_learning/pretrain", multi_seed=True)
+        phases.append(pretrain)
         pretrained = {"params": pretrain.state.params, "batch_stats": pretrain.state.batch_stats}
         shape = f"{format_widths(config.stage_sizes)} x {format_widths(config.widths)}"
         result |= {"backbone": f"ResNet {shape} pretrained on {source.name}", **_accuracy("source", pretrain)}
@@ -126,6 +128,7 @@ def main(config: Config) -> dict:
                    experiment="transfer_learning/transfer", tx=tx, multi_seed=True)
     scratch = fit(_phase(config, workdir, "scratch"), make(False), target, losses.classification,
                   experiment="transfer_learning/scratch", multi_seed=True)
+    phases += [transfer, scratch]
     prepare_workdir(dataclasses.replace(config, workdir=workdir), "transfer_learning")
     return result | {
         **_accuracy("transfer", transfer),
@@ -134,6 +137,7 @@ def main(config: Config) -> dict:
         "frozen_params": counts["frozen"],
         "target_train_examples": transfer.summary["train_examples"],
         "epochs": config.epochs,
+        "compile_s": round(sum(phase.summary["compile_s"] for phase in phases), 2),
         "workdir": workdir,
     }
 

@@ -115,7 +115,8 @@ def to_graph(data: NodeClassification, self_loops: bool = True) -> Graph:
 
 class FullBatchGraph(Task):
     """Full-batch semi-supervised training of ``model`` on one graph: a step per epoch on the labelled
-    nodes (dropout on), the test nodes evaluated (dropout off) after every chunk."""
+    nodes (dropout on), a chunk of epochs in one jitted ``lax.scan``, the test nodes evaluated (dropout off)
+    after every chunk."""
 
     def __init__(self, config: NodeClassificationConfig, model: nn.Module, data: NodeClassification, self_loops: bool):
         super().__init__()
@@ -125,7 +126,12 @@ class FullBatchGraph(Task):
         self.masks = {"train": jnp.asarray(data.train_mask_N), "test": jnp.asarray(data.test_mask_N)}
         self.seeds = config.seeds
         per_seed = (lambda f: jax.vmap(f, in_axes=(0, None, None, None))) if self.seeds > 1 else (lambda f: f)
-        self._step = jax.jit(per_seed(train_step), donate_argnums=0)
+        step = per_seed(train_step)
+
+        def chunk(state, graph, labels_N, mask_N, epochs_C):
+            return jax.lax.scan(lambda s, _: step(s, graph, labels_N, mask_N), state, epochs_C)
+
+        self._chunk = jax.jit(chunk, donate_argnums=0)
         self._evaluate = jax.jit(per_seed(evaluate))
 
     def init_state(self) -> TrainState:
@@ -133,13 +139,8 @@ class FullBatchGraph(Task):
                              self.config.seed, self.seeds)
 
     def train_chunk(self, state: TrainState, start: int, stop: int) -> tuple[TrainState, Metrics]:
-        metrics = []
-        for _ in range(stop - start):
-            state, step_metrics = self.compiled(
-                "node_classification_step", self._step, state, self.graph, self.labels_N, self.masks["train"]
-            )
-            metrics.append(step_metrics)
-        return state, jax.tree.map(lambda *m: jnp.stack(m), *metrics)
+        return self.compiled("node_classification_steps", self._chunk, state, self.graph, self.labels_N,
+                             self.masks["train"], jnp.arange(start, stop))
 
     def evaluation(self, state: TrainState) -> dict[str, float | list[float]]:
         """Evaluation-mode ``{train,test}_{loss,accuracy}`` (with ``_std`` and ``_per_seed`` for several seeds)."""
