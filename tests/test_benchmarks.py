@@ -251,3 +251,235 @@ def test_ppo_bad_flags_exit_with_usage_error(flags):
     with pytest.raises(SystemExit) as exit_info:
         ppo_bench.parse_args(flags)
     assert exit_info.value.code == 2
+
+
+# benchmarks/unet.py: the PyTorch U-Net and DCGAN are nnjax's (same weights: same outputs, losses, gradients).
+
+from benchmarks import unet as unet_bench  # noqa: E402
+
+TINY_UNET = unet_bench.UNetSize(base=2, tile=16, batch_size=4, tiles=4)
+TINY_GAN = unet_bench.GANSize(channels=2, latent_dim=8, batch_size=4, images=8)
+
+
+def _random_variables(shapes, seed: int = 0):
+    """Variables shaped like ``shapes`` (``jax.eval_shape`` of an init) drawn by numpy, nothing compiled:
+    N(0, 0.5^2), BatchNorm variances uniform in [0.5, 1.5]."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        if jax.tree_util.keystr(path).endswith("['var']"):
+            return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
+        return rng.normal(0, 0.5, leaf.shape).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def _torch_load(torch, module, state: dict):
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    return module
+
+
+def _nchw(torch, x_NxHxWxC):
+    return torch.from_numpy(x_NxHxWxC).permute(0, 3, 1, 2)
+
+
+def test_unet_benchmark_settings_are_the_experiments_defaults():
+    from experiments import dcgan, unet_segmentation
+
+    unet, seg = unet_bench.UNetSize(), unet_segmentation.Config()
+    assert (seg.tile, seg.batch_size, seg.learning_rate, seg.optimizer) == (unet.tile, unet.batch_size, unet.learning_rate, "adam")
+    assert (seg.dice_weight, seg.boundary_weight, seg.boundary_head_weight, seg.tolerance, seg.augment) == (
+        unet.dice_weight, 0.0, unet.boundary_head_weight, unet.tolerance, True)
+    gan, experiment = unet_bench.GANSize(), dcgan.Config()
+    assert experiment.loss == "wasserstein" and experiment.critic_learning_rate == 0 and experiment.power_iterations == 1
+    assert not experiment.gp_one_sided and not experiment.linear_decay
+    for name in ("channels", "latent_dim", "batch_size", "n_critic", "gp_weight", "learning_rate", "adam_b1", "adam_b2"):
+        assert getattr(experiment, name) == getattr(gan, name), name
+
+
+def test_torch_unet_and_dcgan_have_the_nnjax_parameter_counts():
+    pytest.importorskip("torch")
+    count = lambda variables: sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))  # noqa: E731
+    unet, _, _ = unet_bench.nnjax_unet_parts(unet_bench.UNetSize())
+    x = jax.ShapeDtypeStruct((1, 64, 64, 1), np.float32)
+    assert count(jax.eval_shape(lambda x: unet.init(jax.random.key(0), x), x)) == 7_773_699
+    assert sum(p.numel() for p in unet_bench.torch_unet(64).parameters()) == 7_773_699
+    gan = unet_bench.GANSize()
+    generator, critic = unet_bench.nnjax_gan_networks(gan)
+    z, images = jax.ShapeDtypeStruct((1, gan.latent_dim), np.float32), jax.ShapeDtypeStruct((1, 32, 32, 1), np.float32)
+    nnjax_count = count(jax.eval_shape(lambda z: generator.init(jax.random.key(0), z), z)) + count(
+        jax.eval_shape(lambda x: critic.init(jax.random.key(0), x), images))
+    torch_count = sum(p.numel() for net in (unet_bench.torch_generator(gan), unet_bench.torch_critic(gan)) for p in net.parameters())
+    assert torch_count == nnjax_count == 538_370
+
+
+def test_torch_unet_with_the_nnjax_weights_gives_the_same_outputs_loss_and_running_means():
+    """Train mode (batch statistics) in both; the correction kernel is nonzero, so the refinement path counts."""
+    torch = pytest.importorskip("torch")
+    model, objective, _ = unet_bench.nnjax_unet_parts(TINY_UNET)
+    x, y = unet_bench.synthetic_tiles(TINY_UNET)
+    variables = _random_variables(jax.eval_shape(lambda: model.init(jax.random.key(0), x)))
+
+    def forward(variables, x, y):
+        outputs, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        return outputs, objective(outputs, {"y": y})["loss"].mean(), updates["batch_stats"]
+
+    outputs, loss, batch_stats = jax.jit(forward)(variables, x, y)
+    model_torch = _torch_load(torch, unet_bench.torch_unet(TINY_UNET.base), unet_bench.torch_unet_state_dict(variables))
+    outputs_torch = model_torch(_nchw(torch, x))
+    for name, logits in outputs.items():
+        np.testing.assert_allclose(outputs_torch[name].detach().numpy()[:, 0], logits[..., 0], atol=1e-4, err_msg=name)
+    loss_torch = unet_bench.torch_segmentation_loss(outputs_torch, torch.from_numpy(y), TINY_UNET)
+    np.testing.assert_allclose(loss_torch.item(), loss, rtol=1e-5)
+    expected = unet_bench.torch_unet_state_dict({"params": variables["params"], "batch_stats": batch_stats})
+    means = [name for name in expected if name.endswith("running_mean")]
+    assert len(means) == 2 * 8
+    for name in means:  # flax's momentum 0.9 is torch's 0.1
+        np.testing.assert_allclose(model_torch.state_dict()[name].numpy(), expected[name], atol=1e-5, err_msg=name)
+
+
+def test_unet_torch_dihedral_gives_each_mask_its_image_symmetry():
+    torch = pytest.importorskip("torch")
+    x, y = unet_bench.synthetic_tiles(unet_bench.UNetSize(tile=8, tiles=32))
+    images, masks = _nchw(torch, x), torch.from_numpy(y)
+    torch.manual_seed(0)
+    images_aug, masks_aug = unet_bench.torch_dihedral(images, masks)
+    symmetries = [lambda a, k=k, t=t: torch.rot90(a, k, (-2, -1)).transpose(-1, -2) if t else torch.rot90(a, k, (-2, -1))
+                  for k in range(4) for t in (False, True)]
+    used = set()
+    for image, mask, image_aug, mask_aug in zip(images, masks, images_aug, masks_aug):
+        (found,) = [i for i, op in enumerate(symmetries) if torch.equal(op(image), image_aug)]
+        assert torch.equal(symmetries[found](mask), mask_aug)
+        used.add(found)
+    assert len(used) > 4
+
+
+def _tiny_gan():
+    """nnjax's tiny generator and critic with random variables, a noise batch, real images, and the torch copies."""
+    torch = pytest.importorskip("torch")
+    generator, critic = unet_bench.nnjax_gan_networks(TINY_GAN)
+    z = np.random.default_rng(0).normal(size=(TINY_GAN.batch_size, TINY_GAN.latent_dim)).astype(np.float32)
+    real = unet_bench.synthetic_images(TINY_GAN)[: TINY_GAN.batch_size]
+    g_variables = _random_variables(jax.eval_shape(lambda: generator.init(jax.random.key(0), z)), seed=1)
+    c_variables = _random_variables(jax.eval_shape(lambda: critic.init(jax.random.key(0), real)), seed=2)
+    torch_nets = (_torch_load(torch, unet_bench.torch_generator(TINY_GAN), unet_bench.torch_generator_state_dict(g_variables)),
+                  _torch_load(torch, unet_bench.torch_critic(TINY_GAN), unet_bench.torch_critic_state_dict(c_variables)))
+    return torch, (generator, critic), (g_variables, c_variables), z, real, torch_nets
+
+
+def test_dcgan_torch_generator_with_the_nnjax_weights_gives_the_same_images_and_running_means():
+    torch, (generator, _), (variables, _), z, _, (generator_torch, _) = _tiny_gan()
+    images, updates = jax.jit(lambda v, z: generator.apply(v, z, train=True, mutable=["batch_stats"]))(variables, z)
+    before = {k: v.clone() for k, v in generator_torch.state_dict().items()}
+    with torch.no_grad():
+        fixed = generator_torch(torch.from_numpy(z), update_stats=False)
+        assert all(torch.equal(v, before[k]) for k, v in generator_torch.state_dict().items())
+        updated = generator_torch(torch.from_numpy(z))
+    for images_torch in (fixed, updated):
+        np.testing.assert_allclose(images_torch.permute(0, 2, 3, 1).numpy(), images, atol=1e-5)
+    for i in range(3):  # flax's momentum 0.99 is torch's 0.01
+        np.testing.assert_allclose(generator_torch.norms[i].running_mean.numpy(),
+                                   updates["batch_stats"][f"BatchNorm_{i}"]["mean"], atol=1e-6)
+
+
+def test_dcgan_torch_critic_loss_with_gradient_penalty_and_its_gradients_equal_nnjax():
+    """One critic update's loss as ``make_adversarial_step`` computes it (WGAN loss on the spectral-normed critic
+    writing its vectors, penalty through the same kernels), its gradients, and the written vectors."""
+    from nnjax.tasks import adversarial
+
+    torch, (_, critic), (_, variables), _, real, (_, critic_torch) = _tiny_gan()
+    fake = unet_bench.synthetic_images(TINY_GAN, seed=1)[: TINY_GAN.batch_size]
+    key, b = jax.random.key(3), TINY_GAN.batch_size
+
+    def loss_fn(params):
+        v = {"params": params, "batch_stats": variables["batch_stats"]}
+        scores, updates = critic.apply(v, np.concatenate([real, fake]), train=True, mutable=["batch_stats"])
+        penalty = adversarial.gradient_penalty(lambda x: critic.apply(v, x, train=False), real, fake, key)
+        return adversarial.critic_loss("wasserstein", scores[:b], scores[b:]) + TINY_GAN.gp_weight * penalty, updates
+
+    (loss, updates), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
+    alpha_B = np.array(jax.random.uniform(key, (b, 1, 1, 1)))[:, 0, 0, 0]  # the penalty's interpolation weights
+    loss_torch = unet_bench.torch_critic_loss(critic_torch, _nchw(torch, real), _nchw(torch, fake), torch.from_numpy(alpha_B),
+                                              TINY_GAN)
+    loss_torch.backward()
+    np.testing.assert_allclose(loss_torch.item(), loss, rtol=1e-5)
+    expected = unet_bench.torch_critic_state_dict({"params": grads, "batch_stats": updates["batch_stats"]})
+    for name in critic_torch.state_dict():
+        got = getattr(critic_torch, name).numpy() if name.startswith("u_") else critic_torch.get_parameter(name).grad.numpy()
+        np.testing.assert_allclose(got, expected[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_dcgan_lowered_flops_count_every_critic_update_and_leave_scan_alone():
+    """One more critic update (an iteration of the step's scan) adds its FLOPs: less than the whole n_critic=1 step."""
+    from nnjax.tasks import adversarial
+
+    generator, critic = unet_bench.nnjax_gan_networks(TINY_GAN)
+    scan, counts = jax.lax.scan, []
+    for n_critic in (1, 2):
+        config = dataclasses.replace(unet_bench.adversarial_config(TINY_GAN), n_critic=n_critic)
+        state = jax.eval_shape(lambda: adversarial.create_gan_state(config, generator, critic, (32, 32, 1), jax.random.key(0)))
+        data = jax.ShapeDtypeStruct((TINY_GAN.images, 32, 32, 1), np.float32)
+        counts.append(unet_bench.lowered_flops(adversarial.make_adversarial_step(config, adversarial.sample_rows), state, data))
+    assert 0.2 * counts[0] < counts[1] - counts[0] < counts[0]
+    assert jax.lax.scan is scan
+
+
+@pytest.mark.parametrize("model", unet_bench.MODELS)
+def test_unet_and_dcgan_torch_workers_train_and_time(model):
+    pytest.importorskip("torch")
+    size = TINY_UNET if model == "unet" else TINY_GAN
+    worker = unet_bench.run_worker(model, "torch", size, unet_bench.Timing(warmup=1, steps=2, chunk=1))
+    assert worker["steps_per_s"] > 0 and worker["backend"] == "cpu"
+    assert worker["examples_per_s"] == pytest.approx(worker["steps_per_s"] * (4 if model == "unet" else 5 * 4))
+    assert worker["params"] == (7_827 if model == "unet" else 7_906)
+
+
+def _unet_worker(steps_per_s, params=7_773_699, framework="nnjax"):
+    figures = {"steps_per_s": steps_per_s, "examples_per_s": 16 * steps_per_s, "params": params, "load_avg": 0.5,
+               "backend": "cpu"}
+    return figures | ({"compile_s": 14.0, "flops_per_step": 2.5e11} if framework == "nnjax" else {})
+
+
+def test_unet_summary_takes_the_best_run_and_gives_ratio_examples_and_gflops():
+    runs = {"nnjax": [_unet_worker(0.2), _unet_worker(0.25)], "torch": [_unet_worker(0.5, framework="torch"), None]}
+    timing = unet_bench.DEFAULT_TIMING["unet"]
+    result = json.loads(json.dumps(unet_bench.summarize_model("unet", unet_bench.UNetSize(), timing, runs)))
+    assert result["base"] == 64 and result["batch_size"] == 16 and result["steps"] == timing.steps
+    assert result["nnjax_steps_per_s"] == 0.25 and result["nnjax_runs_steps_per_s"] == [0.2, 0.25]
+    assert result["torch_runs_steps_per_s"] == [0.5, None] and result["torch_examples_per_s"] == 8.0
+    assert result["nnjax_gflops_per_s"] == 62.5 and result["torch_gflops_per_s"] == 125.0
+    assert result["nnjax_compile_s"] == 14.0 and result["nnjax_over_torch"] == 0.5
+
+
+def test_unet_summary_rejects_different_models_and_reports_failures():
+    timing, size = unet_bench.DEFAULT_TIMING["unet"], unet_bench.UNetSize()
+    runs = {"nnjax": [_unet_worker(1.0)], "torch": [_unet_worker(1.0, params=1, framework="torch")]}
+    with pytest.raises(AssertionError, match="parameter counts differ"):
+        unet_bench.summarize_model("unet", size, timing, runs)
+    result = unet_bench.summarize_model("unet", size, timing, {"nnjax": [None], "torch": runs["torch"]})
+    assert result["nnjax_steps_per_s"] is None and result["flops_per_step"] is None
+    assert result["torch_gflops_per_s"] is None and "nnjax_over_torch" not in result
+
+
+def test_unet_benchmark_alternates_workers_and_prints_one_json_line_per_run(monkeypatch, capsys):
+    calls = []
+
+    def fake_worker(model, framework, argv):
+        calls.append((model, framework))
+        return _unet_worker(1.0 if framework == "nnjax" else 2.0, params=3, framework=framework)
+
+    monkeypatch.setattr(unet_bench, "run_subprocess", fake_worker)
+    unet_bench.main(["--repeats", "2", "--channels", "8"])
+    assert calls == [("unet", "nnjax"), ("unet", "torch"), ("dcgan", "nnjax"), ("dcgan", "torch")] * 2
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["benchmark"] == "unet" and result["repeats"] == 2 and result["dcgan"]["channels"] == 8
+    assert result["unet"]["nnjax_over_torch"] == result["dcgan"]["nnjax_over_torch"] == 0.5
+    assert result["dcgan"]["examples_per_step"] == 5 * 32 and result["dcgan"]["chunk"] == 5
+
+
+@pytest.mark.parametrize("flags", [["--steps", "7", "--chunk", "5", "--warmup", "5"], ["--warmup", "0"], ["--models", "resnet"],
+                                   ["--frameworks", "keras"], ["--base", "0"], ["--repeats", "0"]])
+def test_unet_bad_flags_exit_with_usage_error(flags):
+    with pytest.raises(SystemExit) as exit_info:
+        unet_bench.parse_args(flags)
+    assert exit_info.value.code == 2

@@ -1,0 +1,105 @@
+"""Compile time of every experiment on the runner: a first run, and a re-run through the persistent cache.
+
+    python -m benchmarks.compile [--experiments mnist_cnn,ppo_cartpole] [--markdown]
+
+Each experiment runs as a whole ``python -m experiments.NAME`` process with its default flags except a
+short run length (``SHORT_RUN``: a few steps; compilation does not depend on how many steps a chunk's
+``lax.scan`` runs), one process at a time, twice, each with ``--compile-cache`` in one fresh, empty cache
+directory (``NNJAX_CACHE_DIR``) and its own run directory: the first run compiles everything (and writes the
+cache), the second is the re-run a user makes later. ``compile_s`` is the runner's own figure from the final
+JSON line (every program the run compiles through ``Task.compiled``: training chunks and evaluation steps;
+a run of several phases, like transfer_learning's, adds its phases' figures). ``wall_s`` is the whole process,
+imports and data included. Goals (issue 18): first-run compile ≤ 5 s, re-run ≤ 1 s. The last stdout line is
+one JSON object; ``--markdown`` also prints the README's table to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+# Flags that shorten each runner experiment to a few steps (its other flags stay at their defaults).
+SHORT_RUN: dict[str, list[str]] = {
+    **{name: ["--steps", "3"] for name in (
+        "backprop_digits", "batchnorm_dropout", "char_lm", "dynamic_network", "flow_vae", "gradient_accumulation",
+        "lstm_forecast", "mlp_mnist", "mnist_cnn", "regularization", "sentiment_bow", "sentiment_lstm",
+        "sentiment_transformer", "stock_forecast", "timeseries_transformer", "unet_segmentation", "gan_1d", "dcgan",
+    )},
+    "transfer_learning": ["--steps", "3", "--pretrain-epochs", "1"],
+    "gat_karate": ["--epochs", "3"],
+    "ppo_cartpole": ["--total-timesteps", "3072"],
+}
+FIRST_RUN_GOAL_S, RERUN_GOAL_S = 5.0, 1.0
+
+
+def compile_seconds(summary: Any) -> float:
+    """The sum of every ``compile_s`` in a final JSON line (nested phases included)."""
+    if isinstance(summary, dict):
+        return sum(v if k == "compile_s" else compile_seconds(v) for k, v in summary.items()
+                   if k == "compile_s" or isinstance(v, (dict, list)))
+    if isinstance(summary, list):
+        return sum(compile_seconds(v) for v in summary)
+    return 0.0
+
+
+def run_once(experiment: str, workdir: str, cache_dir: str) -> dict[str, float]:
+    """``compile_s`` and ``wall_s`` of one short ``--compile-cache`` run of ``experiment`` caching in ``cache_dir``."""
+    command = [sys.executable, "-m", f"experiments.{experiment}", *SHORT_RUN[experiment], "--compile-cache",
+               "--workdir", workdir]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"NNJAX_CACHE_DIR": cache_dir})
+    wall = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return {"compile_s": round(compile_seconds(json.loads(done.stdout.strip().splitlines()[-1])), 2),
+            "wall_s": round(wall, 1)}
+
+
+def markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """The README's table: one row per experiment, first run and re-run."""
+    lines = ["| experiment | first run: compile_s | first run: process s | re-run (cache): compile_s | re-run: process s |",
+             "|---|---|---|---|---|"]
+    for name, runs in results.items():
+        first, rerun = runs["first"], runs["rerun"]
+        lines.append(f"| {name} | {first['compile_s']:.2f} | {first['wall_s']:.1f} | {rerun['compile_s']:.2f} | "
+                     f"{rerun['wall_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiments", default=",".join(SHORT_RUN), help="comma-separated runner experiments")
+    parser.add_argument("--markdown", action="store_true", help="also print the README's table to stderr")
+    args = parser.parse_args()
+    names = args.experiments.split(",")
+    unknown = sorted(set(names) - set(SHORT_RUN))
+    if unknown:
+        parser.error(f"no short-run flags for {', '.join(unknown)}; known: {', '.join(SHORT_RUN)}")
+    load = round(os.getloadavg()[0], 2)  # before the first run: other work on the machine slows every figure
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as root:
+        for name in names:
+            cache_dir = os.path.join(root, f"cache_{name}")
+            results[name] = {run: run_once(name, os.path.join(root, f"{name}_{run}"), cache_dir) for run in ("first", "rerun")}
+            print(f"{name}: {results[name]}", file=sys.stderr)
+    first = [runs["first"]["compile_s"] for runs in results.values()]
+    rerun = [runs["rerun"]["compile_s"] for runs in results.values()]
+    if args.markdown:
+        print(markdown(results), file=sys.stderr)
+    print(json.dumps({
+        "benchmark": "compile", "cpu_count": os.cpu_count(), "load_average_1m": load,
+        "experiments": results,
+        "max_first_compile_s": max(first), "max_rerun_compile_s": max(rerun),
+        "first_over_goal": [n for n, r in results.items() if r["first"]["compile_s"] > FIRST_RUN_GOAL_S],
+        "rerun_over_goal": [n for n, r in results.items() if r["rerun"]["compile_s"] > RERUN_GOAL_S],
+    }))
+
+
+if __name__ == "__main__":
+    main()
