@@ -26,12 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+
+from benchmarks.workers import alternate, launch_worker
 
 FRAMEWORKS = ("nnjax", "torch")
 H100_BF16_DENSE_TFLOPS = 989.0  # H100/H200 SXM bf16 dense tensor-core peak (no sparsity)
@@ -371,14 +372,8 @@ def summarize(size: Size, args: argparse.Namespace, runs: dict[str, list[dict | 
 
 def run_subprocess(framework: str, argv: list[str]) -> dict | None:
     """One framework's worker in a fresh interpreter with the parent's flags; ``None`` if it failed."""
-    command = [sys.executable, "-m", "benchmarks.char_lm", *argv, "--worker", framework]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        print(f"{framework} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
-        return None
-    worker = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"{framework}: {worker['tokens_per_s']:.0f} tokens/s (load average {worker['load_avg']:.2f})", file=sys.stderr)
-    return worker
+    return launch_worker("benchmarks.char_lm", [*argv, "--worker", framework], framework,
+                         lambda w: f"{framework}: {w['tokens_per_s']:.0f} tokens/s (load average {w['load_avg']:.2f})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -389,10 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_worker(args.worker, size, args.steps, args.warmup, args.chunk, args.windows)))
         return
     frameworks = args.frameworks.split(",")
-    runs: dict[str, list[dict | None]] = {framework: [] for framework in frameworks}
-    for _ in range(args.repeats):  # alternate frameworks so that slow drifts in load hit both
-        for framework in frameworks:
-            runs[framework].append(run_subprocess(framework, argv))
+    runs = alternate(args.repeats, frameworks, lambda framework: run_subprocess(framework, argv))
     print(json.dumps(summarize(size, args, runs)))
 
 

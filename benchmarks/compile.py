@@ -38,14 +38,13 @@ SHORT_RUN: dict[str, list[str]] = {
 FIRST_RUN_GOAL_S, RERUN_GOAL_S = 5.0, 1.0
 
 
-def compile_seconds(summary: Any) -> float:
-    """The sum of every ``compile_s`` in a final JSON line (nested phases included)."""
+def compile_figures(summary: Any) -> list[float]:
+    """Every ``compile_s`` in a final JSON line, nested phases included, in order."""
     if isinstance(summary, dict):
-        return sum(v if k == "compile_s" else compile_seconds(v) for k, v in summary.items()
-                   if k == "compile_s" or isinstance(v, (dict, list)))
+        return [x for k, v in summary.items() for x in ([v] if k == "compile_s" else compile_figures(v))]
     if isinstance(summary, list):
-        return sum(compile_seconds(v) for v in summary)
-    return 0.0
+        return [x for v in summary for x in compile_figures(v)]
+    return []
 
 
 def run_once(experiment: str, workdir: str, cache_dir: str) -> dict[str, float]:
@@ -57,8 +56,10 @@ def run_once(experiment: str, workdir: str, cache_dir: str) -> dict[str, float]:
     wall = time.perf_counter() - start
     if done.returncode:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    return {"compile_s": round(compile_seconds(json.loads(done.stdout.strip().splitlines()[-1])), 2),
-            "wall_s": round(wall, 1)}
+    figures = compile_figures(json.loads(done.stdout.strip().splitlines()[-1]))
+    if not figures:
+        sys.exit(f"{' '.join(command)}: its final JSON line reports no compile_s")
+    return {"compile_s": round(sum(figures), 2), "wall_s": round(wall, 1)}
 
 
 def markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:

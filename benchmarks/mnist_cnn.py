@@ -4,9 +4,10 @@
 
 Each framework trains the same model (Conv 32 3x3 VALID + ReLU -> MaxPool 2x2 -> Dense 128 ReLU ->
 Dense 10, Adam 1e-3, batch 128) on the same synthetic 28x28x1 data, in its own subprocess, one after
-another (never two timed workloads at once). Throughput is examples/s over the epochs after a
-warm-up epoch (compilation and graph tracing excluded). The last stdout line is one JSON object
-with each framework's examples/s and the ratios nnjax/torch and nnjax/keras.
+another (never two timed workloads at once), alternating ``--repeats`` times (the best run is reported, with
+all runs' figures). Throughput is examples/s over the epochs after a warm-up epoch (compilation and graph
+tracing excluded). The last stdout line is one JSON object with each framework's examples/s and the ratios
+nnjax/torch and nnjax/keras.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+from benchmarks.workers import alternate, launch_worker
 
 FRAMEWORKS = ("nnjax", "torch", "keras")
 
@@ -109,37 +111,56 @@ def run_keras(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int) -> flo
     return epochs * usable / sum(times[1:])
 
 
-def main() -> None:
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Flags; ``--examples``, ``--batch-size``, ``--epochs`` and ``--repeats`` must be >= 1."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=12_800)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up epoch)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per framework, alternating; the best is reported")
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if min(args.examples, args.batch_size, args.epochs, args.repeats) < 1:
+        parser.error("--examples, --batch-size, --epochs and --repeats must be >= 1")
+    unknown = set(args.frameworks.split(",")) - set(FRAMEWORKS)
+    if unknown:
+        parser.error(f"--frameworks must be drawn from {FRAMEWORKS}, got {sorted(unknown)}")
+    return args
 
-    if args.worker:
-        x, y = synthetic_data(args.examples)
-        runner = {"nnjax": run_nnjax, "torch": run_torch, "keras": run_keras}[args.worker]
-        print(json.dumps({"examples_per_s": runner(x, y, args.batch_size, args.epochs)}))
-        return
 
+def summarize(args: argparse.Namespace, runs: dict[str, list[dict | None]]) -> dict:
+    """The final JSON object: the setting, each framework's best and all runs' examples/s, nnjax/torch and
+    nnjax/keras. ``runs`` maps a framework to its workers (``None``: failed; its best is then ``null``)."""
     result: dict[str, object] = {"benchmark": "mnist_cnn", "batch_size": args.batch_size, "examples": args.examples,
-                                 "timed_epochs": args.epochs, "cpu_count": os.cpu_count()}
-    for framework in args.frameworks.split(","):
-        command = [sys.executable, "-m", "benchmarks.mnist_cnn", "--worker", framework,
-                   "--examples", str(args.examples), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode:
-            print(f"{framework} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
-            result[f"{framework}_examples_per_s"] = None
-            continue
-        result[f"{framework}_examples_per_s"] = round(json.loads(done.stdout.strip().splitlines()[-1])["examples_per_s"], 1)
-        print(f"{framework}: {result[f'{framework}_examples_per_s']} examples/s", file=sys.stderr)
+                                 "timed_epochs": args.epochs, "repeats": args.repeats, "cpu_count": os.cpu_count()}
+    for framework, workers in runs.items():
+        rates = [worker and round(worker["examples_per_s"], 1) for worker in workers]
+        result[f"{framework}_runs_examples_per_s"] = rates
+        result[f"{framework}_examples_per_s"] = max((rate for rate in rates if rate is not None), default=None)
     for other in ("torch", "keras"):
         if result.get("nnjax_examples_per_s") and result.get(f"{other}_examples_per_s"):
             result[f"nnjax_over_{other}"] = round(result["nnjax_examples_per_s"] / result[f"{other}_examples_per_s"], 2)
-    print(json.dumps(result))
+    return result
+
+
+def run_subprocess(framework: str, argv: list[str]) -> dict | None:
+    """One framework's worker in a fresh interpreter with the parent's flags; ``None`` if it failed."""
+    return launch_worker("benchmarks.mnist_cnn", [*argv, "--worker", framework], framework,
+                         lambda w: f"{framework}: {w['examples_per_s']:.0f} examples/s (load average {w['load_avg']:.2f})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.worker:
+        load_avg = os.getloadavg()[0]
+        x, y = synthetic_data(args.examples)
+        runner = {"nnjax": run_nnjax, "torch": run_torch, "keras": run_keras}[args.worker]
+        print(json.dumps({"examples_per_s": runner(x, y, args.batch_size, args.epochs), "load_avg": load_avg}))
+        return
+    runs = alternate(args.repeats, args.frameworks.split(","), lambda framework: run_subprocess(framework, argv))
+    print(json.dumps(summarize(args, runs)))
 
 
 if __name__ == "__main__":

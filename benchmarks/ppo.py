@@ -38,13 +38,14 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
 import numpy as np
+
+from benchmarks.workers import alternate, launch_worker
 
 FRAMEWORKS = ("nnjax", "torch")
 GOAL_NNJAX_OVER_TORCH = 20.0
@@ -364,14 +365,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def run_subprocess(framework: str, argv: list[str]) -> dict | None:
     """One framework's worker in a fresh interpreter with the parent's flags; ``None`` if it failed."""
-    done = subprocess.run([sys.executable, "-m", "benchmarks.ppo", *argv, "--worker", framework], capture_output=True, text=True)
-    if done.returncode:
-        print(f"{framework} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
-        return None
-    worker = json.loads(done.stdout.strip().splitlines()[-1])
-    for name, figures in worker["figures"].items():
-        print(f"{name}: {figures['env_steps_per_s']:.0f} env steps/s (load average {worker['load_avg']:.2f})", file=sys.stderr)
-    return worker
+    return launch_worker("benchmarks.ppo", [*argv, "--worker", framework], framework, lambda worker: "\n".join(
+        f"{name}: {figures['env_steps_per_s']:.0f} env steps/s (load average {worker['load_avg']:.2f})"
+        for name, figures in worker["figures"].items()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -381,10 +377,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_worker(args.worker, args)))
         return
     frameworks = args.frameworks.split(",")
-    runs: dict[str, list[dict | None]] = {framework: [] for framework in frameworks}
-    for _ in range(args.repeats):  # alternate frameworks so that slow drifts in load hit both
-        for framework in frameworks:
-            runs[framework].append(run_subprocess(framework, argv))
+    runs = alternate(args.repeats, frameworks, lambda framework: run_subprocess(framework, argv))
     print(json.dumps(summarize(args, runs)))
 
 

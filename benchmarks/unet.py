@@ -41,12 +41,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
+
+from benchmarks.workers import alternate, launch_worker
 
 FRAMEWORKS = ("nnjax", "torch")
 MODELS = ("unet", "dcgan")
@@ -653,14 +654,8 @@ def size_of(args: argparse.Namespace, model: str) -> UNetSize | GANSize:
 
 def run_subprocess(model: str, framework: str, argv: list[str]) -> dict | None:
     """One framework's worker for one model in a fresh interpreter with the parent's flags; ``None`` if it failed."""
-    command = [sys.executable, "-m", "benchmarks.unet", *argv, "--models", model, "--worker", framework]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        print(f"{model} {framework} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
-        return None
-    worker = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"{model} {framework}: {worker['steps_per_s']:.3f} steps/s (load average {worker['load_avg']:.2f})", file=sys.stderr)
-    return worker
+    return launch_worker("benchmarks.unet", [*argv, "--models", model, "--worker", framework], f"{model} {framework}",
+                         lambda w: f"{model} {framework}: {w['steps_per_s']:.3f} steps/s (load average {w['load_avg']:.2f})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -670,14 +665,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         print(json.dumps(run_worker(models[0], args.worker, size_of(args, models[0]), timing_of(args, models[0]))))
         return
-    runs = {model: {framework: [] for framework in frameworks} for model in models}
-    for _ in range(args.repeats):  # alternate frameworks so that slow drifts in load hit both
-        for model in models:
-            for framework in frameworks:
-                runs[model][framework].append(run_subprocess(model, framework, argv))
+    runs = alternate(args.repeats, [(model, framework) for model in models for framework in frameworks],
+                     lambda key: run_subprocess(*key, argv))
     result = {"benchmark": "unet", "date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count(), "repeats": args.repeats}
     for model in models:
-        result[model] = summarize_model(model, size_of(args, model), timing_of(args, model), runs[model])
+        result[model] = summarize_model(model, size_of(args, model), timing_of(args, model),
+                                        {framework: runs[model, framework] for framework in frameworks})
     print(json.dumps(result))
 
 

@@ -112,7 +112,7 @@ def main(config: Config) -> dict:
     workdir = make_workdir(config, EXPERIMENT)  # config.json once every variant ran: one refused keeps it
     result = seed_examples(config)
     data = load_dataset(config.data, config.data_dir, config.download)
-    histories = {}
+    histories, compile_s = {}, 0.0
     for name in config.variant_names:
         use_dropout, use_bn = VARIANTS[name]
         model = DropoutMLP(
@@ -125,12 +125,14 @@ def main(config: Config) -> dict:
         run = dataclasses.replace(config, workdir=os.path.join(workdir, name))
         fitted = fit(run, model, data, losses.classification, experiment=f"{EXPERIMENT}/{name}", multi_seed=True)
         histories[name] = fitted.history
+        compile_s += fitted.summary["compile_s"]
         for key in ("test_accuracy", "test_accuracy_std", "test_accuracy_per_seed"):  # the last two with --seeds
             if key in fitted.summary:
                 result[key.replace("test_accuracy", f"test_accuracy_{name}")] = fitted.summary[key]
     plots.compare_curves(histories, "accuracy", os.path.join(workdir, "accuracy_curves.png"), title=f"MLP on {data.name}")
     prepare_workdir(dataclasses.replace(config, workdir=workdir), EXPERIMENT)
-    return {**result, "data": data.name, "epochs": config.epochs, "plots": ["accuracy_curves.png"], "workdir": workdir}
+    return {**result, "data": data.name, "epochs": config.epochs,
+            "compile_s": round(compile_s, 2), "plots": ["accuracy_curves.png"], "workdir": workdir}
 
 
 if __name__ == "__main__":

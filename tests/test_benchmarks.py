@@ -483,3 +483,57 @@ def test_unet_bad_flags_exit_with_usage_error(flags):
     with pytest.raises(SystemExit) as exit_info:
         unet_bench.parse_args(flags)
     assert exit_info.value.code == 2
+
+
+# benchmarks/workers.py and the MNIST CNN driver built on it.
+
+from benchmarks import mnist_cnn as mnist_bench  # noqa: E402
+from benchmarks.workers import alternate, launch_worker  # noqa: E402
+
+
+def test_launch_worker_parses_the_last_stdout_line_and_returns_none_on_failure(tmp_path, monkeypatch, capsys):
+    (tmp_path / "fake_worker.py").write_text(
+        "import json, sys\n"
+        "print('progress line')\n"
+        "if sys.argv[1] == 'fail':\n"
+        "    sys.exit('worker broke')\n"
+        "print(json.dumps({'rate': float(sys.argv[1])}))\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert launch_worker("fake_worker", ["2.5"], "fake", lambda w: f"rate {w['rate']}") == {"rate": 2.5}
+    assert capsys.readouterr().err == "rate 2.5\n"
+    assert launch_worker("fake_worker", ["fail"], "fake", lambda w: "unreachable") is None
+    assert capsys.readouterr().err == "fake failed:\nworker broke\n\n"
+
+
+def test_alternate_runs_every_key_once_per_round_in_order():
+    calls = []
+    runs = alternate(3, ["a", "b"], lambda key: calls.append(key) or ({"n": len(calls)} if key == "a" else None))
+    assert calls == ["a", "b"] * 3
+    assert runs == {"a": [{"n": 1}, {"n": 3}, {"n": 5}], "b": [None, None, None]}
+
+
+def test_mnist_benchmark_alternates_workers_and_reports_each_best_run(monkeypatch, capsys):
+    rates = iter([10.0, 5.0, 8.0, 12.0, 4.0, None])
+    calls = []
+
+    def fake_worker(framework, argv):
+        calls.append(framework)
+        rate = next(rates)
+        return None if rate is None else {"examples_per_s": rate, "load_avg": 0.5}
+
+    monkeypatch.setattr(mnist_bench, "run_subprocess", fake_worker)
+    mnist_bench.main(["--repeats", "2"])
+    assert calls == ["nnjax", "torch", "keras"] * 2
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["nnjax_runs_examples_per_s"] == [10.0, 12.0] and result["nnjax_examples_per_s"] == 12.0
+    assert result["keras_runs_examples_per_s"] == [8.0, None] and result["keras_examples_per_s"] == 8.0
+    assert result["nnjax_over_torch"] == 2.4 and result["nnjax_over_keras"] == 1.5 and result["repeats"] == 2
+    failed = mnist_bench.summarize(mnist_bench.parse_args([]), {"nnjax": [{"examples_per_s": 10.0}], "torch": [None]})
+    assert failed["torch_examples_per_s"] is None and "nnjax_over_torch" not in failed
+
+
+@pytest.mark.parametrize("flags", [["--repeats", "0"], ["--epochs", "0"], ["--frameworks", "jax"]])
+def test_mnist_bad_flags_exit_with_usage_error(flags):
+    with pytest.raises(SystemExit) as exit_info:
+        mnist_bench.parse_args(flags)
+    assert exit_info.value.code == 2

@@ -244,6 +244,7 @@ def test_batchnorm_dropout_demo(tmp_path):
     assert out["dropout_kept_scale"] == pytest.approx(1 / 0.8, rel=1e-5)
     assert 0.0 <= out["test_accuracy_batchnorm_dropout"] <= 1.0
     assert "test_accuracy_plain" not in out
+    assert out["compile_s"] > 0  # summed over the variants: benchmarks/compile.py reads it
     assert os.path.exists(tmp_path / "accuracy_curves.png")
     assert os.path.exists(tmp_path / "batchnorm_dropout" / "metrics.jsonl")
 
