@@ -2,12 +2,12 @@
 
 ``run(main, Config)`` parses flags into ``Config``, sets up logging (through ``tqdm.write``, so a log line
 never breaks a progress bar), turns on JAX's persistent compilation cache with ``--compile-cache`` or
-``NNJAX_COMPILE_CACHE=1`` (``nnjax.cache``), runs ``main(config)`` and
-prints its result dict as the final stdout line (one standard JSON object: NaN and infinities
-become ``null``). Known errors (``NnjaxError``)
-become one line on stderr and exit code 2. Several processes (``nnjax.distributed``: the settings come
-from the environment, as ``python -m nnjax.launch`` sets them) start JAX's distributed runtime first; only
-the main process logs below warnings and prints the final line.
+``NNJAX_COMPILE_CACHE=1`` (``nnjax.cache``), runs ``main(config)`` and prints its result dict as the final
+stdout line (one standard JSON object: NaN and infinities become ``null``), with ``process_compile_s``: every
+second the process spent in JAX's tracing, lowering and compiling (``nnjax.train.compiled.CompileClock``).
+Known errors (``NnjaxError``) become one line on stderr and exit code 2. Several processes
+(``nnjax.distributed``: the settings come from the environment, as ``python -m nnjax.launch`` sets them)
+start JAX's distributed runtime first; only the main process logs below warnings and prints the final line.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from nnjax import distributed
 from nnjax.cache import COMPILE_CACHE_ENV, enable_compilation_cache
 from nnjax.config import ConfigT, parse_config
 from nnjax.errors import NnjaxError
+from nnjax.train.compiled import CompileClock
 
 
 class ProgressBarHandler(logging.Handler):
@@ -77,12 +78,14 @@ def run(
         config = parse_config(config_cls, argv, prog)
         if config.compile_cache or os.environ.get(COMPILE_CACHE_ENV) == "1":
             enable_compilation_cache()
-        result = main(config)
+        with CompileClock() as clock:
+            result = main(config)
     except NnjaxError as err:
         sys.stderr.write(f"{prog or 'nnjax'}: error: {err}\n")
         return 2
     if not distributed.is_main_process():
         return 0
+    result = {**result, "process_compile_s": round(clock.seconds, 2)}
     sys.stdout.write(json.dumps(_finite_or_null(result), allow_nan=False) + "\n")
     sys.stdout.flush()
     return 0

@@ -24,12 +24,23 @@ def test_vocabulary_round_trip_and_unknowns(tmp_path):
     vocab = CharVocabulary.build("hello world")
     assert len(vocab) == 9 and vocab.chars[0] == "\x00"
     assert vocab.decode(vocab.encode("low rod")) == "low rod"
-    np.testing.assert_array_equal(vocab.encode("hz"), [vocab.id_of("h"), 0])
+    np.testing.assert_array_equal(vocab.encode("hz\ud800"), [vocab.id_of("h"), 0, 0])  # a lone surrogate: unknown
     path = str(tmp_path / "vocab.json")
     vocab.to_json(path)
     assert CharVocabulary.from_json(path) == vocab
     with pytest.raises(ValueError, match="not in the vocabulary"):
         vocab.id_of("z")
+
+
+@settings(max_examples=60, deadline=None)
+@given(train=st.text(max_size=40), text=st.text(max_size=80), order=st.randoms(use_true_random=False))
+def test_encode_gives_each_character_its_id_and_zero_to_the_rest(train, text, order):
+    vocab = CharVocabulary.build(train)
+    shuffled = CharVocabulary((vocab.chars[0], *order.sample(vocab.chars[1:], len(vocab) - 1)))  # any id order
+    for v in (vocab, shuffled):
+        expected = [v.chars.index(c) if c in v.chars[1:] else 0 for c in text]  # \x00 and unknowns: 0
+        got = v.encode(text)
+        assert got.dtype == np.int32 and got.tolist() == expected
 
 
 @settings(max_examples=30, deadline=None)

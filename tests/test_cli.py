@@ -142,6 +142,7 @@ def test_mnist_cnn_default_run_learns_real_digits(tmp_path):
     result = _final_json(done.stdout)
     assert result["data"] == "mnist5k" and result["epochs"] == 5
     assert result["test_accuracy"] > 0.88, result
+    assert result["process_compile_s"] > result["compile_s"] > 0  # the process also compiles the model's init
     assert (tmp_path / "run" / "learning_curves.png").stat().st_size > 10_000
 
 
@@ -157,5 +158,39 @@ def test_final_line_is_standard_json_with_nan_as_null(capsys):
     result = {"sharpe": float("nan"), "curve": [1.0, float("inf")], "nested": {"x": float("-inf")}}
     assert cli.run(lambda config: result, RunConfig, []) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert json.loads(line) == {"sharpe": None, "curve": [1.0, None], "nested": {"x": None}}
+    assert json.loads(line) == {"sharpe": None, "curve": [1.0, None], "nested": {"x": None}, "process_compile_s": 0.0}
     assert "NaN" not in line and "Infinity" not in line
+
+
+def test_compile_clock_counts_overlapping_spans_once_and_only_while_entered():
+    import jax
+    import jax.numpy as jnp
+
+    from nnjax.train.compiled import COMPILE_EVENTS, CompileClock
+
+    durations = []
+
+    def record(event, seconds, **_):
+        if event in COMPILE_EVENTS:
+            durations.append(seconds)
+
+    jax.monitoring.register_event_duration_secs_listener(record)
+    try:
+        with CompileClock() as clock:
+            start = time.perf_counter()
+            jax.jit(lambda x: jnp.sin(x).sum())(jnp.ones(17)).block_until_ready()
+            wall = time.perf_counter() - start
+    finally:
+        jax.monitoring.unregister_event_duration_listener(record)
+    assert 0 < clock.seconds <= wall and clock.seconds == pytest.approx(sum(durations), rel=1e-6)  # disjoint spans
+
+    with CompileClock() as spans:  # a trace nested in another's (as a jit inside a jit's trace) counts once
+        trace, lower, compile_ = COMPILE_EVENTS
+        jax.monitoring.record_event_time_span(trace, 10.0, 14.0)
+        jax.monitoring.record_event_time_span(trace, 11.0, 12.0)
+        jax.monitoring.record_event_time_span(lower, 13.5, 15.0)
+        jax.monitoring.record_event_time_span(compile_, 20.0, 22.5)
+        jax.monitoring.record_event_time_span("/jax/some/other/event", 30.0, 40.0)
+    assert spans.seconds == pytest.approx(5.0 + 2.5)
+    jax.monitoring.record_event_time_span(compile_, 50.0, 60.0)  # after exit: not counted
+    assert spans.seconds == pytest.approx(7.5)

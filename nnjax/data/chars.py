@@ -30,6 +30,10 @@ class CharVocabulary:
         if not self.chars or self.chars[0] != UNK_CHAR or len(set(self.chars)) != len(self.chars):
             raise ValueError("chars must be unique single characters starting with the unknown marker '\\x00'")
         object.__setattr__(self, "_index", {c: i for i, c in enumerate(self.chars)})
+        codes = np.array([ord(c) for c in self.chars[1:]], np.uint32)
+        order = np.argsort(codes)
+        object.__setattr__(self, "_sorted_codes", codes[order])  # the code points with an id, ascending
+        object.__setattr__(self, "_sorted_ids", (order + 1).astype(np.int32))  # and their ids
 
     @classmethod
     def build(cls, text: str) -> CharVocabulary:
@@ -41,8 +45,11 @@ class CharVocabulary:
 
     def encode(self, text: str) -> np.ndarray:
         """int32 [len(text)]: the id of every character (0 for characters outside the vocabulary)."""
-        index = self._index
-        return np.fromiter((index.get(c, 0) for c in text), np.int32, count=len(text))
+        codes_N = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+        if not len(self._sorted_codes):
+            return np.zeros(len(codes_N), np.int32)
+        pos_N = np.minimum(np.searchsorted(self._sorted_codes, codes_N), len(self._sorted_codes) - 1)
+        return np.where(self._sorted_codes[pos_N] == codes_N, self._sorted_ids[pos_N], 0).astype(np.int32)
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of ``ids``; unknown ids and id 0 decode to U+FFFD."""
