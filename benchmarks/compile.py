@@ -4,9 +4,10 @@
 
 Each experiment runs as a whole ``python -m experiments.NAME`` process with its default flags except a
 short run length (``SHORT_RUN``: a few steps; compilation does not depend on how many steps a chunk's
-``lax.scan`` runs), one process at a time, twice, each with ``--compile-cache`` in one fresh, empty cache
-directory (``NNJAX_CACHE_DIR``) and its own run directory: the first run compiles everything (and writes the
-cache), the second is the re-run a user makes later. ``compile_s`` is the runner's own figure from the final
+``lax.scan`` runs), one process at a time, twice, each with the compilation cache (on by default; here without
+the once-per-machine check, whose verdict the JSON reports as ``machine_check_fault``) in one fresh, empty
+cache directory (``NNJAX_CACHE_DIR``) and its own run directory: the first run compiles everything (and writes
+the cache), the second is the re-run a user makes later. ``compile_s`` is the runner's own figure from the final
 JSON line (every program the run compiles through ``Task.compiled``: training chunks and evaluation steps;
 a run of several phases, like transfer_learning's, adds its phases' figures); ``process_compile_s`` is every
 second the process spent in JAX's compile path (``nnjax.cli`` adds it: initialisation, sampling and any other
@@ -25,6 +26,8 @@ import sys
 import tempfile
 import time
 from typing import Any
+
+from nnjax.cache import compilation_cache_fault
 
 # Flags that shorten each runner experiment to a few steps (its other flags stay at their defaults).
 SHORT_RUN: dict[str, list[str]] = {
@@ -54,7 +57,8 @@ def run_once(experiment: str, workdir: str, cache_dir: str) -> dict[str, float]:
     command = [sys.executable, "-m", f"experiments.{experiment}", *SHORT_RUN[experiment], "--compile-cache",
                "--workdir", workdir]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"NNJAX_CACHE_DIR": cache_dir})
+    done = subprocess.run(command, capture_output=True, text=True,
+                          env=os.environ | {"NNJAX_CACHE_DIR": cache_dir, "NNJAX_COMPILE_CACHE": "1"})
     wall = time.perf_counter() - start
     if done.returncode:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
@@ -88,6 +92,7 @@ def main() -> None:
     load = round(os.getloadavg()[0], 2)  # before the first run: other work on the machine slows every figure
     results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as root:
+        fault = compilation_cache_fault(os.path.join(root, "probe", "jax"))  # what the default would decide here
         for name in names:
             cache_dir = os.path.join(root, f"cache_{name}")
             results[name] = {run: run_once(name, os.path.join(root, f"{name}_{run}"), cache_dir) for run in ("first", "rerun")}
@@ -97,7 +102,7 @@ def main() -> None:
     if args.markdown:
         print(markdown(results), file=sys.stderr)
     print(json.dumps({
-        "benchmark": "compile", "cpu_count": os.cpu_count(), "load_average_1m": load,
+        "benchmark": "compile", "cpu_count": os.cpu_count(), "load_average_1m": load, "machine_check_fault": fault,
         "experiments": results,
         "max_first_compile_s": max(first), "max_rerun_compile_s": max(rerun),
         "first_over_goal": [n for n, r in results.items() if r["first"]["compile_s"] > FIRST_RUN_GOAL_S],

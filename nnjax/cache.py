@@ -1,13 +1,48 @@
-"""nnjax's per-user cache directory (data fetched once, compiled programs): where it is, one rule for all."""
+"""nnjax's per-user cache directory (data fetched once, compiled programs): where it is, one rule for all.
+
+JAX's persistent compilation cache is on by default for every experiment (``nnjax.cli``) where this machine's
+XLA loads the programs it cached without complaint: ``compilation_cache_fault`` checks that once per machine
+and jaxlib, in a child process, and keeps its verdict beside the cache.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import platform
+import re
+import subprocess
+import sys
 
 import jax
+import jaxlib
 
 CACHE_ENV = "NNJAX_CACHE_DIR"
-COMPILE_CACHE_ENV = "NNJAX_COMPILE_CACHE"  # "1": every run keeps its compiled programs (as --compile-cache does)
+COMPILE_CACHE_ENV = "NNJAX_COMPILE_CACHE"  # "0": no run caches (as --no-compile-cache); "1": every run, unchecked
+COMPILE_CACHE_MAX_BYTES = 2 << 30  # least recently used programs are evicted beyond this
+CPP_ERROR_LINE = re.compile(r"^E\d{4} ", re.MULTILINE)  # absl's error lines, e.g. 'E1207 23:48:04.92 ...'
+
+# Compiles one program into the cache directory argv[1], drops JAX's in-memory caches and runs it again, which
+# must load it from the directory; prints the number of persistent-cache hits.
+_PROBE = """
+import sys, jax, jax.numpy as jnp
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+hits = []
+jax.monitoring.register_event_listener(lambda event, **_: event.endswith("/cache_hits") and hits.append(event))
+def probe(x):
+    return (x @ x.T + 1.0).sum()
+x = jnp.ones((8, 8))
+jax.jit(probe).lower(x).compile()
+jax.clear_caches()
+assert float(jax.jit(probe)(x)) == 576.0
+print(len(hits))
+"""
+
+log = logging.getLogger(__name__)
 
 
 def cache_dir(*parts: str) -> str:
@@ -22,12 +57,68 @@ def cache_dir(*parts: str) -> str:
 def enable_compilation_cache(directory: str | None = None) -> str:
     """Keep the XLA programs this process compiles in ``directory`` (default ``cache_dir('jax')``), JAX's persistent
     compilation cache, so a later process that compiles the same program (same computation, shapes, flags and
-    jaxlib) loads it instead; returns the directory. Call it before the first compile. jaxlib 0.10.1's CPU loader
-    logs two error lines ('Target machine feature +prefer-no-gather is not supported') for every program it loads,
-    although it was compiled on the same machine (openxla/xla#44565: tuning flags taken for ISA features); the
-    programs load and run."""
+    jaxlib) loads it instead; returns the directory. Call it before the first compile. Beyond
+    ``COMPILE_CACHE_MAX_BYTES`` the least recently used programs are evicted."""
     directory = directory or cache_dir("jax")
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_MAX_BYTES)
     return directory
+
+
+def _machine_key() -> str:
+    """This machine's CPU (model and feature flags) and jaxlib, as a short hash: the probe's verdict holds for it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = [line for line in f if line.startswith(("model name", "flags", "Features"))][:2]
+    except OSError:
+        cpu = []
+    text = "|".join([platform.machine(), jaxlib.__version__, *cpu])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def compilation_cache_fault(directory: str) -> str | None:
+    """``None`` if this machine's XLA loads a program it cached, silently; else why not, in one line.
+
+    Decided once per machine and jaxlib by a child process (``_PROBE``: ~3 s) whose verdict is kept beside
+    ``directory``, in ``<directory>.probe``: jaxlib 0.10.1's CPU loader, on some CPUs (openxla/xla#44565), logs two error lines for every
+    program it loads, taking the tuning flags it compiled with for missing CPU features.
+    """
+    probe_dir = os.path.normpath(directory) + ".probe"  # beside the cache: JAX's eviction owns the directory
+    verdict_path = os.path.join(probe_dir, f"verdict-{_machine_key()}.json")
+    try:
+        with open(verdict_path, encoding="utf-8") as f:
+            return json.load(f)["fault"]
+    except (OSError, ValueError, KeyError):
+        pass
+    log.info("checking once that this machine's XLA loads the programs it caches (a few seconds)")
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE, os.path.join(probe_dir, "cache")], capture_output=True, text=True, timeout=120,
+                              env=os.environ | {"JAX_PLATFORMS": "cpu"})
+        errors = CPP_ERROR_LINE.findall(done.stderr)
+        if done.returncode:
+            fault = f"the probe failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+        elif errors:
+            first = next(line for line in done.stderr.splitlines() if CPP_ERROR_LINE.match(line))
+            fault = f"XLA logs errors when it loads a cached program (openxla/xla#44565): {first[:200]}"
+        elif done.stdout.split()[-1:] != ["1"]:
+            fault = "XLA did not load the program it had just cached"
+        else:
+            fault = None
+    except subprocess.TimeoutExpired:
+        fault = "the probe took longer than 120 s"
+    os.makedirs(probe_dir, exist_ok=True)
+    with open(verdict_path, "w", encoding="utf-8") as f:
+        json.dump({"fault": fault, "jaxlib": jaxlib.__version__}, f)
+    return fault
+
+
+def default_compilation_cache(directory: str | None = None) -> str | None:
+    """``enable_compilation_cache(directory)`` unless ``compilation_cache_fault`` finds this machine unfit (then
+    logs why and returns ``None``); returns the directory. The default of every experiment (``nnjax.cli``)."""
+    directory = directory or cache_dir("jax")
+    if jax.default_backend() != "cpu" or (fault := compilation_cache_fault(directory)) is None:
+        return enable_compilation_cache(directory)
+    log.info("compiled programs are not cached on this machine: %s", fault)
+    return None

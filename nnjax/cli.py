@@ -1,13 +1,14 @@
 """Command-line entry point shared by every experiment.
 
 ``run(main, Config)`` parses flags into ``Config``, sets up logging (through ``tqdm.write``, so a log line
-never breaks a progress bar), turns on JAX's persistent compilation cache with ``--compile-cache`` or
-``NNJAX_COMPILE_CACHE=1`` (``nnjax.cache``), runs ``main(config)`` and prints its result dict as the final
-stdout line (one standard JSON object: NaN and infinities become ``null``), with ``process_compile_s``: every
-second the process spent in JAX's tracing, lowering and compiling (``nnjax.train.compiled.CompileClock``).
-Known errors (``NnjaxError``) become one line on stderr and exit code 2. Several processes
-(``nnjax.distributed``: the settings come from the environment, as ``python -m nnjax.launch`` sets them)
-start JAX's distributed runtime first; only the main process logs below warnings and prints the final line.
+never breaks a progress bar), turns on JAX's persistent compilation cache unless ``--no-compile-cache`` or
+``NNJAX_COMPILE_CACHE=0`` (``nnjax.cache.default_compilation_cache``; ``=1``: on without the machine check),
+runs ``main(config)`` and prints its result dict as the final stdout line (one standard JSON object: NaN and
+infinities become ``null``), with ``process_compile_s``: every second the process spent in JAX's tracing,
+lowering and compiling (``nnjax.train.compiled.CompileClock``). Known errors (``NnjaxError``) become one line
+on stderr and exit code 2. Several processes (``nnjax.distributed``: the settings come from the environment,
+as ``python -m nnjax.launch`` sets them) start JAX's distributed runtime first; only the main process logs
+below warnings and prints the final line.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from nnjax import distributed
-from nnjax.cache import COMPILE_CACHE_ENV, enable_compilation_cache
+from nnjax.cache import COMPILE_CACHE_ENV, default_compilation_cache, enable_compilation_cache
 from nnjax.config import ConfigT, parse_config
 from nnjax.errors import NnjaxError
 from nnjax.train.compiled import CompileClock
@@ -76,8 +77,9 @@ def run(
         if not distributed.is_main_process():
             logging.getLogger("nnjax").setLevel(logging.WARNING)
         config = parse_config(config_cls, argv, prog)
-        if config.compile_cache or os.environ.get(COMPILE_CACHE_ENV) == "1":
-            enable_compilation_cache()
+        cache_mode = os.environ.get(COMPILE_CACHE_ENV)
+        if config.compile_cache and cache_mode != "0":
+            enable_compilation_cache() if cache_mode == "1" else default_compilation_cache()
         with CompileClock() as clock:
             result = main(config)
     except NnjaxError as err:

@@ -82,9 +82,9 @@ class RunConfig:
 
     seed: int = option(0, "root PRNG seed", minimum=0)
     workdir: str | None = option(None, "run directory (config.json, metrics, plots); default: a new runs/<experiment>/<time>")
-    compile_cache: bool = option(False, "keep compiled XLA programs in $NNJAX_CACHE_DIR/jax (default ~/.cache/nnjax/jax) "
-                                        "so a re-run loads them instead of compiling again (also NNJAX_COMPILE_CACHE=1); "
-                                        "off by default: jaxlib 0.10.1 logs two error lines per loaded program")
+    compile_cache: bool = option(True, "keep compiled XLA programs in $NNJAX_CACHE_DIR/jax (default ~/.cache/nnjax/jax) "
+                                       "so a re-run loads them instead of compiling again, where this machine's XLA "
+                                       "loads them cleanly (checked once); --no-compile-cache or NNJAX_COMPILE_CACHE=0: off")
 
     def __post_init__(self) -> None:
         cls = type(self)

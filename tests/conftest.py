@@ -33,7 +33,7 @@ from nnjax.cache import enable_compilation_cache  # noqa: E402
 from nnjax.data import Dataset  # noqa: E402
 
 # Tests compile the same small programs many times (every resume test trains 3 times): compile each once, in this
-# process and in every process a test starts (cli.run honours NNJAX_COMPILE_CACHE).
+# process and in every process a test starts (NNJAX_COMPILE_CACHE=1: cli.run caches without the machine check).
 os.environ["NNJAX_COMPILE_CACHE"] = "1"
 enable_compilation_cache()
 

@@ -1,5 +1,7 @@
-"""nnjax's cache directory and JAX's persistent compilation cache in it (``nnjax.cache``, ``--compile-cache``)."""
+"""nnjax's cache directory and JAX's persistent compilation cache in it (``nnjax.cache``, on by default where the
+machine check passes, ``--no-compile-cache``)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,8 +9,9 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
+from nnjax import cache as nnjax_cache
 from nnjax import cli
-from nnjax.cache import cache_dir
+from nnjax.cache import cache_dir, compilation_cache_fault
 from nnjax.config import RunConfig
 
 
@@ -25,28 +28,71 @@ def test_the_cache_directory_honours_nnjax_cache_dir_then_xdg_cache_home(monkeyp
     assert cache_dir("jax") == expected
 
 
-def test_a_run_keeps_its_compiled_programs_when_asked(tmp_path):
+def test_a_run_checks_the_machine_once_then_keeps_its_compiled_programs_by_default(tmp_path):
+    """The real probe (a child process) and a real run: on this machine XLA loads its cached programs cleanly."""
     cache = tmp_path / "cache"
     env = {k: v for k, v in os.environ.items() if k != "NNJAX_COMPILE_CACHE"} | {"NNJAX_CACHE_DIR": str(cache)}
     done = subprocess.run([sys.executable, "-m", "experiments.mlp_mnist", "--data", "digits", "--steps", "2",
-                           "--workdir", str(tmp_path / "run"), "--compile-cache"],
+                           "--workdir", str(tmp_path / "run")],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "checking once that this machine's XLA loads the programs it caches" in done.stderr
     kept = sorted(os.listdir(cache / "jax"))
     assert any(name.startswith("jit_") for name in kept), kept  # e.g. the train chunk's executable
+    (verdict,) = [name for name in os.listdir(cache / "jax.probe") if name.startswith("verdict-")]
+    assert json.loads((cache / "jax.probe" / verdict).read_text())["fault"] is None
+    assert compilation_cache_fault(str(cache / "jax")) is None  # read from the verdict (a re-probe would log)
 
 
-@pytest.mark.parametrize("flags, environ, enabled", [
-    ([], {}, False),
-    (["--compile-cache"], {}, True),
-    ([], {"NNJAX_COMPILE_CACHE": "1"}, True),
+def _fake_probe(monkeypatch, stderr: str, stdout: str = "1\n", returncode: int = 0) -> list:
+    calls = []
+
+    def run(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, returncode, stdout, stderr)
+
+    monkeypatch.setattr(nnjax_cache.subprocess, "run", run)
+    return calls
+
+
+@pytest.mark.parametrize("stderr, stdout, returncode, fault", [
+    ("", "1\n", 0, None),
+    ("E1207 23:48:04.921813  7675 cpu_aot_loader.cc:195] Loading XLA:CPU AOT result. Target machine feature "
+     "+prefer-no-gather is not supported on the host machine.\n", "1\n", 0, "openxla/xla#44565"),
+    ("", "0\n", 0, "did not load the program it had just cached"),
+    ("Traceback ...\nRuntimeError: broken\n", "", 1, "the probe failed: RuntimeError: broken"),
 ])
-def test_the_cache_is_off_unless_the_flag_or_the_environment_asks(monkeypatch, flags, environ, enabled):
-    """The wiring in ``cli.run`` (the test above shows that an enabled cache really keeps programs)."""
+def test_the_machine_verdict_is_kept_and_a_fault_leaves_the_cache_off(monkeypatch, tmp_path, stderr, stdout,
+                                                                      returncode, fault):
+    calls = _fake_probe(monkeypatch, stderr, stdout, returncode)
+    enabled = []
+    monkeypatch.setattr(nnjax_cache, "enable_compilation_cache", lambda directory: enabled.append(directory) or directory)
+    directory = str(tmp_path / "jax")
+    for _ in range(2):  # the second call reads the verdict: no second probe
+        got = nnjax_cache.default_compilation_cache(directory)
+        assert (got is None) == (fault is not None)
+        verdict = nnjax_cache.compilation_cache_fault(directory)
+        assert verdict is None if fault is None else fault in verdict
+    assert len(calls) == 1 and calls[0][-1] == str(tmp_path / "jax.probe" / "cache")
+    assert enabled == ([] if fault else [directory, directory])
+
+
+@pytest.mark.parametrize("flags, environ, probed, forced", [
+    ([], {}, True, False),
+    (["--compile-cache"], {}, True, False),
+    (["--no-compile-cache"], {}, False, False),
+    ([], {"NNJAX_COMPILE_CACHE": "0"}, False, False),
+    ([], {"NNJAX_COMPILE_CACHE": "1"}, False, True),
+    (["--no-compile-cache"], {"NNJAX_COMPILE_CACHE": "1"}, False, False),
+])
+def test_the_cache_is_on_by_default_unless_the_flag_or_the_environment_turns_it_off(monkeypatch, flags, environ,
+                                                                                   probed, forced):
+    """The wiring in ``cli.run`` (the tests above show what the default and a forced cache do)."""
     calls = []
     monkeypatch.delenv("NNJAX_COMPILE_CACHE", raising=False)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(cli, "enable_compilation_cache", lambda: calls.append(True))
+    monkeypatch.setattr(cli, "default_compilation_cache", lambda: calls.append("default"))
+    monkeypatch.setattr(cli, "enable_compilation_cache", lambda: calls.append("forced"))
     assert cli.run(lambda config: {}, RunConfig, [*flags, "--workdir", "/tmp/nnjax-never-written"]) == 0
-    assert calls == ([True] if enabled else [])
+    assert calls == ["default"] * probed + ["forced"] * forced
