@@ -52,7 +52,7 @@ def main(config: Config) -> dict:
             f"--accumulate-steps × --batch-size = {config.accumulate_steps * config.batch_size} exceeds "
             f"the {len(data.train['y'])} training examples"
         )
-    params = model.init(jax.random.PRNGKey(config.seed), big_batch["x"][:1])["params"]
+    params = jax.jit(model.init)(jax.random.PRNGKey(config.seed), big_batch["x"][:1])["params"]  # one program
 
     def mean_loss(params, batch):
         return losses.classification(model.apply({"params": params}, batch["x"]), batch)["loss"].mean()

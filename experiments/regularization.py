@@ -51,7 +51,7 @@ def example_plots(config: Config, train: dict, num_classes: int, workdir: str) -
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
     names = []
     for method in ("mixup", "cutmix"):
-        mixed = regularization.augmentation(method, num_classes, config.alpha)(key, batch)
+        mixed = jax.jit(regularization.augmentation(method, num_classes, config.alpha))(key, batch)  # one program
         name = f"{method}_examples.png"
         plots.mixed_examples(mixed["x"], mixed["y_soft"], os.path.join(workdir, name), title=f"{method}, alpha {config.alpha}")
         names.append(name)
