@@ -2,7 +2,8 @@
 
 JAX's persistent compilation cache is on by default for every experiment (``nnjax.cli``) where this machine's
 XLA loads the programs it cached without complaint: ``compilation_cache_fault`` checks that once per machine
-and jaxlib, in a child process, and keeps its verdict beside the cache.
+and jaxlib, in a child process, and keeps its verdict beside the cache. ``CompileClock`` measures what
+compiling costs a process, cached or not.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import platform
 import re
 import subprocess
 import sys
+from typing import Any
 
 import jax
 import jaxlib
 
 CACHE_ENV = "NNJAX_CACHE_DIR"
 COMPILE_CACHE_ENV = "NNJAX_COMPILE_CACHE"  # "0": no run caches (as --no-compile-cache); "1": every run, unchecked
-COMPILE_CACHE_MAX_BYTES = 2 << 30  # least recently used programs are evicted beyond this
 CPP_ERROR_LINE = re.compile(r"^E\d{4} ", re.MULTILINE)  # absl's error lines, e.g. 'E1207 23:48:04.92 ...'
 
 # Compiles one program into the cache directory argv[1], drops JAX's in-memory caches and runs it again, which
@@ -57,13 +58,13 @@ def cache_dir(*parts: str) -> str:
 def enable_compilation_cache(directory: str | None = None) -> str:
     """Keep the XLA programs this process compiles in ``directory`` (default ``cache_dir('jax')``), JAX's persistent
     compilation cache, so a later process that compiles the same program (same computation, shapes, flags and
-    jaxlib) loads it instead; returns the directory. Call it before the first compile. Beyond
-    ``COMPILE_CACHE_MAX_BYTES`` the least recently used programs are evicted."""
+    jaxlib) loads it instead; returns the directory. Call it before the first compile. Nothing is evicted (JAX's
+    size limit rescans the whole directory on every write: minutes over a test suite); delete the directory to
+    reclaim its space."""
     directory = directory or cache_dir("jax")
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_MAX_BYTES)
     return directory
 
 
@@ -122,3 +123,47 @@ def default_compilation_cache(directory: str | None = None) -> str | None:
         return enable_compilation_cache(directory)
     log.info("compiled programs are not cached on this machine: %s", fault)
     return None
+
+
+# JAX's own timers of its compile path (jax._src.dispatch); a cache load is timed as the backend compile.
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+
+
+class CompileClock:
+    """Wall seconds the process spends in JAX's compile path while the clock is entered: tracing to a jaxpr,
+    lowering to MLIR and XLA compilation (or a persistent-cache load), for every program whoever compiles it
+    (initialisation, training, evaluation, sampling). A jit traced inside another's trace counts once: the
+    seconds are the union of JAX's reported time spans.
+
+        with CompileClock() as clock:
+            ...
+        clock.seconds
+    """
+
+    def __init__(self) -> None:
+        self._spans: list[tuple[float, float]] = []
+
+    def _record(self, event: str, start: float, end: float, **_: Any) -> None:
+        if event in COMPILE_EVENTS:
+            self._spans.append((start, end))
+
+    def __enter__(self) -> CompileClock:
+        jax.monitoring.register_event_time_span_listener(self._record)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        jax.monitoring.unregister_event_time_span_listener(self._record)
+
+    @property
+    def seconds(self) -> float:
+        """The union of the recorded spans' lengths."""
+        total, reach = 0.0, float("-inf")
+        for start, end in sorted(self._spans):
+            if end > reach:
+                total += end - max(start, reach)
+                reach = end
+        return total

@@ -5,7 +5,7 @@ never breaks a progress bar), turns on JAX's persistent compilation cache unless
 ``NNJAX_COMPILE_CACHE=0`` (``nnjax.cache.default_compilation_cache``; ``=1``: on without the machine check),
 runs ``main(config)`` and prints its result dict as the final stdout line (one standard JSON object: NaN and
 infinities become ``null``), with ``process_compile_s``: every second the process spent in JAX's tracing,
-lowering and compiling (``nnjax.train.compiled.CompileClock``). Known errors (``NnjaxError``) become one line
+lowering and compiling (``nnjax.cache.CompileClock``). Known errors (``NnjaxError``) become one line
 on stderr and exit code 2. Several processes (``nnjax.distributed``: the settings come from the environment,
 as ``python -m nnjax.launch`` sets them) start JAX's distributed runtime first; only the main process logs
 below warnings and prints the final line.
@@ -24,10 +24,9 @@ from typing import Any
 from tqdm import tqdm
 
 from nnjax import distributed
-from nnjax.cache import COMPILE_CACHE_ENV, default_compilation_cache, enable_compilation_cache
+from nnjax.cache import COMPILE_CACHE_ENV, CompileClock, default_compilation_cache, enable_compilation_cache
 from nnjax.config import ConfigT, parse_config
 from nnjax.errors import NnjaxError
-from nnjax.train.compiled import CompileClock
 
 
 class ProgressBarHandler(logging.Handler):

@@ -166,7 +166,7 @@ def test_compile_clock_counts_overlapping_spans_once_and_only_while_entered():
     import jax
     import jax.numpy as jnp
 
-    from nnjax.train.compiled import COMPILE_EVENTS, CompileClock
+    from nnjax.cache import COMPILE_EVENTS, CompileClock
 
     durations = []
 
