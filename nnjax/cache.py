@@ -23,7 +23,7 @@ import jaxlib
 
 CACHE_ENV = "NNJAX_CACHE_DIR"
 COMPILE_CACHE_ENV = "NNJAX_COMPILE_CACHE"  # "0": no run caches (as --no-compile-cache); "1": every run, unchecked
-CPP_ERROR_LINE = re.compile(r"^E\d{4} ", re.MULTILINE)  # absl's error lines, e.g. 'E1207 23:48:04.92 ...'
+CPP_ERROR_LINE = re.compile(r"^E\d{4} ")  # absl's error lines, e.g. 'E1207 23:48:04.92 ...'
 
 # Compiles one program into the cache directory argv[1], drops JAX's in-memory caches and runs it again, which
 # must load it from the directory; prints the number of persistent-cache hits.
@@ -83,10 +83,11 @@ def compilation_cache_fault(directory: str) -> str | None:
     """``None`` if this machine's XLA loads a program it cached, silently; else why not, in one line.
 
     Decided once per machine and jaxlib by a child process (``_PROBE``: ~3 s) whose verdict is kept beside
-    ``directory``, in ``<directory>.probe``: jaxlib 0.10.1's CPU loader, on some CPUs (openxla/xla#44565), logs two error lines for every
-    program it loads, taking the tuning flags it compiled with for missing CPU features.
+    ``directory``, in ``<directory>.probe`` (where that cannot be written, the next run checks again): jaxlib
+    0.10.1's CPU loader, on some CPUs (openxla/xla#44565), logs two error lines for every program it loads,
+    taking the tuning flags it compiled with for missing CPU features.
     """
-    probe_dir = os.path.normpath(directory) + ".probe"  # beside the cache: JAX's eviction owns the directory
+    probe_dir = os.path.normpath(directory) + ".probe"  # beside the cache, not in it: JAX owns that directory
     verdict_path = os.path.join(probe_dir, f"verdict-{_machine_key()}.json")
     try:
         with open(verdict_path, encoding="utf-8") as f:
@@ -95,23 +96,25 @@ def compilation_cache_fault(directory: str) -> str | None:
         pass
     log.info("checking once that this machine's XLA loads the programs it caches (a few seconds)")
     try:
-        done = subprocess.run([sys.executable, "-c", _PROBE, os.path.join(probe_dir, "cache")], capture_output=True, text=True, timeout=120,
-                              env=os.environ | {"JAX_PLATFORMS": "cpu"})
-        errors = CPP_ERROR_LINE.findall(done.stderr)
+        done = subprocess.run([sys.executable, "-c", _PROBE, os.path.join(probe_dir, "cache")], capture_output=True,
+                              text=True, timeout=120, env=os.environ | {"JAX_PLATFORMS": "cpu"})
+        errors = [line for line in done.stderr.splitlines() if CPP_ERROR_LINE.match(line)]
         if done.returncode:
             fault = f"the probe failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
         elif errors:
-            first = next(line for line in done.stderr.splitlines() if CPP_ERROR_LINE.match(line))
-            fault = f"XLA logs errors when it loads a cached program (openxla/xla#44565): {first[:200]}"
+            fault = f"XLA logs errors when it loads a cached program (openxla/xla#44565): {errors[0][:200]}"
         elif done.stdout.split()[-1:] != ["1"]:
             fault = "XLA did not load the program it had just cached"
         else:
             fault = None
     except subprocess.TimeoutExpired:
         fault = "the probe took longer than 120 s"
-    os.makedirs(probe_dir, exist_ok=True)
-    with open(verdict_path, "w", encoding="utf-8") as f:
-        json.dump({"fault": fault, "jaxlib": jaxlib.__version__}, f)
+    try:
+        os.makedirs(probe_dir, exist_ok=True)
+        with open(verdict_path, "w", encoding="utf-8") as f:
+            json.dump({"fault": fault, "jaxlib": jaxlib.__version__}, f)
+    except OSError as err:
+        log.info("could not keep the verdict in %s: %s", probe_dir, err)
     return fault
 
 

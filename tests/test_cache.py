@@ -96,3 +96,12 @@ def test_the_cache_is_on_by_default_unless_the_flag_or_the_environment_turns_it_
     monkeypatch.setattr(cli, "enable_compilation_cache", lambda: calls.append("forced"))
     assert cli.run(lambda config: {}, RunConfig, [*flags, "--workdir", "/tmp/nnjax-never-written"]) == 0
     assert calls == ["default"] * probed + ["forced"] * forced
+
+
+def test_an_unwritable_cache_directory_leaves_the_cache_off_and_the_run_going(monkeypatch, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    directory = str(blocked / "jax")  # its .probe directory cannot be made: the probe fails, nothing is kept
+    monkeypatch.setattr(nnjax_cache, "enable_compilation_cache", lambda directory: pytest.fail("enabled"))
+    assert nnjax_cache.default_compilation_cache(directory) is None
+    assert "did not load the program it had just cached" in compilation_cache_fault(directory)  # probed again

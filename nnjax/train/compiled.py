@@ -48,4 +48,3 @@ class Compiled:
         self.seconds += seconds
         log.info("compiled %s for %s in %.2f s", name, [shape for shape, _ in key[1]], seconds)
         return self._executables[key](*args) if out is None else out
-
