@@ -16,6 +16,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import jax
@@ -25,8 +26,8 @@ CACHE_ENV = "NNJAX_CACHE_DIR"
 COMPILE_CACHE_ENV = "NNJAX_COMPILE_CACHE"  # "0": no run caches (as --no-compile-cache); "1": every run, unchecked
 CPP_ERROR_LINE = re.compile(r"^E\d{4} ")  # absl's error lines, e.g. 'E1207 23:48:04.92 ...'
 
-# Compiles one program into the cache directory argv[1], drops JAX's in-memory caches and runs it again, which
-# must load it from the directory; prints the number of persistent-cache hits.
+# Compiles one program into the empty cache directory argv[1], drops JAX's in-memory caches and runs it again,
+# which must load it from the directory; prints the number of persistent-cache hits (1 where loading works).
 _PROBE = """
 import sys, jax, jax.numpy as jnp
 jax.config.update("jax_compilation_cache_dir", sys.argv[1])
@@ -96,14 +97,15 @@ def compilation_cache_fault(directory: str) -> str | None:
         pass
     log.info("checking once that this machine's XLA loads the programs it caches (a few seconds)")
     try:
-        done = subprocess.run([sys.executable, "-c", _PROBE, os.path.join(probe_dir, "cache")], capture_output=True,
-                              text=True, timeout=120, env=os.environ | {"JAX_PLATFORMS": "cpu"})
+        with tempfile.TemporaryDirectory(prefix="nnjax-cache-probe-") as scratch:  # empty: the first compile misses
+            done = subprocess.run([sys.executable, "-c", _PROBE, scratch], capture_output=True, text=True, timeout=120,
+                                  env=os.environ | {"JAX_PLATFORMS": "cpu"})
         errors = [line for line in done.stderr.splitlines() if CPP_ERROR_LINE.match(line)]
         if done.returncode:
             fault = f"the probe failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
         elif errors:
             fault = f"XLA logs errors when it loads a cached program (openxla/xla#44565): {errors[0][:200]}"
-        elif done.stdout.split()[-1:] != ["1"]:
+        elif not done.stdout.split()[-1:] or done.stdout.split()[-1] == "0":
             fault = "XLA did not load the program it had just cached"
         else:
             fault = None

@@ -48,6 +48,9 @@ def test_a_run_checks_the_machine_once_then_keeps_its_compiled_programs_by_defau
         assert not os.path.exists(cache / "jax")
     monkeypatch.setattr(nnjax_cache.subprocess, "run", lambda *a, **k: pytest.fail("probed a second time"))
     assert compilation_cache_fault(str(cache / "jax")) == fault  # read from the verdict
+    monkeypatch.undo()  # a new verdict (a new jaxlib or CPU) probes again: the first probe's program must not count
+    os.remove(cache / "jax.probe" / verdict)
+    assert compilation_cache_fault(str(cache / "jax")) == fault
 
 
 def _fake_probe(monkeypatch, stderr: str, stdout: str = "1\n", returncode: int = 0) -> list:
@@ -79,7 +82,7 @@ def test_the_machine_verdict_is_kept_and_a_fault_leaves_the_cache_off(monkeypatc
         assert (got is None) == (fault is not None)
         verdict = nnjax_cache.compilation_cache_fault(directory)
         assert verdict is None if fault is None else fault in verdict
-    assert len(calls) == 1 and calls[0][-1] == str(tmp_path / "jax.probe" / "cache")
+    assert len(calls) == 1 and not os.path.exists(calls[0][-1])  # the probe's scratch cache: a temporary directory
     assert enabled == ([] if fault else [directory, directory])
 
 
@@ -104,10 +107,13 @@ def test_the_cache_is_on_by_default_unless_the_flag_or_the_environment_turns_it_
     assert calls == ["default"] * probed + ["forced"] * forced
 
 
-def test_an_unwritable_cache_directory_leaves_the_cache_off_and_the_run_going(monkeypatch, tmp_path):
+def test_a_verdict_that_cannot_be_kept_is_checked_again_and_the_run_goes_on(monkeypatch, tmp_path, caplog):
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
-    directory = str(blocked / "jax")  # its .probe directory cannot be made: the probe fails, nothing is kept
-    monkeypatch.setattr(nnjax_cache, "enable_compilation_cache", lambda directory: pytest.fail("enabled"))
-    assert nnjax_cache.default_compilation_cache(directory) is None  # the probe's scratch cache cannot be written
-    assert not os.path.exists(blocked.parent / "file" / "jax.probe")  # no verdict kept: the next run checks again
+    directory = str(blocked / "jax")  # its .probe directory cannot be made
+    calls = _fake_probe(monkeypatch, "")
+    monkeypatch.setattr(nnjax_cache, "enable_compilation_cache", lambda directory: directory)
+    with caplog.at_level("INFO", logger="nnjax.cache"):
+        assert nnjax_cache.default_compilation_cache(directory) == directory
+        assert nnjax_cache.default_compilation_cache(directory) == directory
+    assert len(calls) == 2 and "could not keep the verdict" in caplog.text
