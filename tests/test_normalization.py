@@ -58,7 +58,12 @@ def test_batch_norm_matches_flax_over_steps_in_train_and_eval(shape, seed, fast_
     xs_SxBx = jnp.stack(_inputs(seed, shape, steps=3))
     ours, theirs = jax.jit(_scratch_and_flax_runs, static_argnums=1)(xs_SxBx, fast_variance)
     chex.assert_shape(ours["step0"][0], shape)
-    chex.assert_trees_all_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    tolerance = 1e-5
+    if fast_variance:  # flax's E[x^2] - E[x]^2 loses ~eps32 * mean^2 / var of the variance to cancellation
+        x_SxNxD = np.asarray(xs_SxBx, np.float64).reshape(3, -1, shape[-1])
+        condition = np.max(x_SxNxD.mean(1) ** 2 / np.maximum(x_SxNxD.var(1), EPS))
+        tolerance += 4 * np.finfo(np.float32).eps * condition
+    chex.assert_trees_all_close(ours, theirs, atol=tolerance, rtol=tolerance)
 
 
 def test_batch_norm_eval_leaves_running_statistics_untouched():
