@@ -160,15 +160,15 @@ def test_config_rejects_bad_values():
 
 
 def test_gan_1d_short_run_learns_the_target(tmp_path):
-    config = gan_1d.Config(steps=800, linear_decay=False, log_every_steps=400, eval_samples=4000, workdir=str(tmp_path))
+    config = gan_1d.Config(steps=400, linear_decay=False, log_every_steps=200, eval_samples=4000, workdir=str(tmp_path))
     result = gan_1d.main(config)
-    assert result["mean_error"] < 0.5 and result["std_error"] < 0.5, result
-    assert result["steps"] == 800
+    assert result["mean_error"] < 0.5 and result["std_error"] < 0.5, result  # the untrained generator's mean is ~4 off
+    assert result["steps"] == 400
     for name in ("histogram.png", "critic.png", "losses.png", "config.json"):
         assert os.path.exists(tmp_path / name)
     with open(tmp_path / "metrics.jsonl") as f:
         rows = [json.loads(line) for line in f]
-    assert [row["step"] for row in rows] == [400, 800]
+    assert [row["step"] for row in rows] == [200, 400]
 
 
 def test_gan_1d_two_seeds_at_once_train_as_their_one_seed_runs(tmp_path):
