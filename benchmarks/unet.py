@@ -43,7 +43,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -53,18 +53,30 @@ FRAMEWORKS = ("nnjax", "torch")
 MODELS = ("unet", "dcgan")
 
 
+def experiment_default(experiment: str, name: str):
+    """A factory of ``experiments.<experiment>.Config``'s default for field ``name``: the benchmark times the
+    step of the experiment's defaults, read from it (imported on first use, no backend started)."""
+
+    def default():
+        import importlib
+
+        return getattr(importlib.import_module(f"experiments.{experiment}").Config(), name)
+
+    return field(default_factory=default)
+
+
 @dataclass(frozen=True)
 class UNetSize:
-    """The seed U-Net and ``experiments.unet_segmentation``'s batch, loss weights and optimizer (its
-    defaults, at the seed's ``base=64``)."""
+    """The seed U-Net (``base=64``) with ``experiments.unet_segmentation``'s tile, batch, loss weights and
+    learning rate (its defaults)."""
 
     base: int = 64
-    tile: int = 64
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    dice_weight: float = 1.0
-    boundary_head_weight: float = 0.5
-    tolerance: int = 2
+    tile: int = experiment_default("unet_segmentation", "tile")
+    batch_size: int = experiment_default("unet_segmentation", "batch_size")
+    learning_rate: float = experiment_default("unet_segmentation", "learning_rate")
+    dice_weight: float = experiment_default("unet_segmentation", "dice_weight")
+    boundary_head_weight: float = experiment_default("unet_segmentation", "boundary_head_weight")
+    tolerance: int = experiment_default("unet_segmentation", "tolerance")
     tiles: int = 64  # synthetic training tiles the batches are drawn from
 
 
@@ -72,14 +84,14 @@ class UNetSize:
 class GANSize:
     """``experiments.dcgan``'s networks and WGAN-GP step (its defaults)."""
 
-    channels: int = 16
-    latent_dim: int = 100
-    batch_size: int = 32
-    n_critic: int = 5
-    gp_weight: float = 10.0
-    learning_rate: float = 1e-4
-    adam_b1: float = 0.0
-    adam_b2: float = 0.9
+    channels: int = experiment_default("dcgan", "channels")
+    latent_dim: int = experiment_default("dcgan", "latent_dim")
+    batch_size: int = experiment_default("dcgan", "batch_size")
+    n_critic: int = experiment_default("dcgan", "n_critic")
+    gp_weight: float = experiment_default("dcgan", "gp_weight")
+    learning_rate: float = experiment_default("dcgan", "learning_rate")
+    adam_b1: float = experiment_default("dcgan", "adam_b1")
+    adam_b2: float = experiment_default("dcgan", "adam_b2")
     images: int = 1024  # synthetic real images the critic's batches are drawn from
 
 
@@ -621,7 +633,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
     parser.add_argument("--base", type=int, default=UNetSize.base, help="U-Net width of the first level (the seed's 64)")
-    parser.add_argument("--channels", type=int, default=GANSize.channels, help="DCGAN base width (experiments.dcgan's 16)")
+    parser.add_argument("--channels", type=int, help="DCGAN base width (default: experiments.dcgan's)")
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for flag, values, choices in (("--models", args.models, MODELS), ("--frameworks", args.frameworks, FRAMEWORKS)):
@@ -630,7 +642,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             parser.error(f"{flag} must be drawn from {choices}, got {sorted(unknown)}")
     if args.worker and "," in args.models:
         parser.error("--worker runs one model")
-    if args.repeats < 1 or args.base < 1 or args.channels < 1:
+    if args.repeats < 1 or args.base < 1 or (args.channels is not None and args.channels < 1):
         parser.error(f"--repeats, --base and --channels must be >= 1, got {args.repeats}, {args.base}, {args.channels}")
     for model in args.models.split(","):
         timing = timing_of(args, model)
@@ -649,7 +661,9 @@ def timing_of(args: argparse.Namespace, model: str) -> Timing:
 
 def size_of(args: argparse.Namespace, model: str) -> UNetSize | GANSize:
     """The model's size with ``--base`` (U-Net) or ``--channels`` (DCGAN)."""
-    return UNetSize(base=args.base) if model == "unet" else GANSize(channels=args.channels)
+    if model == "unet":
+        return UNetSize(base=args.base)
+    return GANSize() if args.channels is None else GANSize(channels=args.channels)
 
 
 def run_subprocess(model: str, framework: str, argv: list[str]) -> dict | None:

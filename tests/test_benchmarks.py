@@ -283,18 +283,24 @@ def _nchw(torch, x_NxHxWxC):
     return torch.from_numpy(x_NxHxWxC).permute(0, 3, 1, 2)
 
 
-def test_unet_benchmark_settings_are_the_experiments_defaults():
+def test_unet_benchmark_sizes_are_read_from_the_experiments_defaults(monkeypatch):
+    from dataclasses import replace
+
     from experiments import dcgan, unet_segmentation
 
     unet, seg = unet_bench.UNetSize(), unet_segmentation.Config()
-    assert (seg.tile, seg.batch_size, seg.learning_rate, seg.optimizer) == (unet.tile, unet.batch_size, unet.learning_rate, "adam")
-    assert (seg.dice_weight, seg.boundary_weight, seg.boundary_head_weight, seg.tolerance, seg.augment) == (
-        unet.dice_weight, 0.0, unet.boundary_head_weight, unet.tolerance, True)
+    assert (unet.base, unet.tile, unet.batch_size, unet.learning_rate) == (64, seg.tile, seg.batch_size, seg.learning_rate)
     gan, experiment = unet_bench.GANSize(), dcgan.Config()
-    assert experiment.loss == "wasserstein" and experiment.critic_learning_rate == 0 and experiment.power_iterations == 1
-    assert not experiment.gp_one_sided and not experiment.linear_decay
     for name in ("channels", "latent_dim", "batch_size", "n_critic", "gp_weight", "learning_rate", "adam_b1", "adam_b2"):
         assert getattr(experiment, name) == getattr(gan, name), name
+    # Read when a size is made: a changed default reaches the benchmark.
+    original = unet_segmentation.Config
+    monkeypatch.setattr(unet_segmentation, "Config", lambda: replace(original(), tile=32, dice_weight=2.0))
+    assert (unet_bench.UNetSize().tile, unet_bench.UNetSize().dice_weight) == (32, 2.0)
+    # What both frameworks' steps write out instead of reading: the experiments' other choices.
+    assert (seg.optimizer, seg.boundary_weight, seg.augment) == ("adam", 0.0, True)
+    assert experiment.loss == "wasserstein" and experiment.critic_learning_rate == 0 and experiment.power_iterations == 1
+    assert not experiment.gp_one_sided and not experiment.linear_decay
 
 
 def test_torch_unet_and_dcgan_have_the_nnjax_parameter_counts():
