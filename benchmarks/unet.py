@@ -39,6 +39,8 @@ step. The last stdout line is one JSON object, one entry per model.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import json
 import os
 import sys
@@ -58,11 +60,13 @@ def experiment_default(experiment: str, name: str):
     step of the experiment's defaults, read from it (imported on first use, no backend started)."""
 
     def default():
-        import importlib
-
         return getattr(importlib.import_module(f"experiments.{experiment}").Config(), name)
 
     return field(default_factory=default)
+
+
+segmentation_default = functools.partial(experiment_default, "unet_segmentation")
+dcgan_default = functools.partial(experiment_default, "dcgan")
 
 
 @dataclass(frozen=True)
@@ -71,12 +75,12 @@ class UNetSize:
     learning rate (its defaults)."""
 
     base: int = 64
-    tile: int = experiment_default("unet_segmentation", "tile")
-    batch_size: int = experiment_default("unet_segmentation", "batch_size")
-    learning_rate: float = experiment_default("unet_segmentation", "learning_rate")
-    dice_weight: float = experiment_default("unet_segmentation", "dice_weight")
-    boundary_head_weight: float = experiment_default("unet_segmentation", "boundary_head_weight")
-    tolerance: int = experiment_default("unet_segmentation", "tolerance")
+    tile: int = segmentation_default("tile")
+    batch_size: int = segmentation_default("batch_size")
+    learning_rate: float = segmentation_default("learning_rate")
+    dice_weight: float = segmentation_default("dice_weight")
+    boundary_head_weight: float = segmentation_default("boundary_head_weight")
+    tolerance: int = segmentation_default("tolerance")
     tiles: int = 64  # synthetic training tiles the batches are drawn from
 
 
@@ -84,14 +88,14 @@ class UNetSize:
 class GANSize:
     """``experiments.dcgan``'s networks and WGAN-GP step (its defaults)."""
 
-    channels: int = experiment_default("dcgan", "channels")
-    latent_dim: int = experiment_default("dcgan", "latent_dim")
-    batch_size: int = experiment_default("dcgan", "batch_size")
-    n_critic: int = experiment_default("dcgan", "n_critic")
-    gp_weight: float = experiment_default("dcgan", "gp_weight")
-    learning_rate: float = experiment_default("dcgan", "learning_rate")
-    adam_b1: float = experiment_default("dcgan", "adam_b1")
-    adam_b2: float = experiment_default("dcgan", "adam_b2")
+    channels: int = dcgan_default("channels")
+    latent_dim: int = dcgan_default("latent_dim")
+    batch_size: int = dcgan_default("batch_size")
+    n_critic: int = dcgan_default("n_critic")
+    gp_weight: float = dcgan_default("gp_weight")
+    learning_rate: float = dcgan_default("learning_rate")
+    adam_b1: float = dcgan_default("adam_b1")
+    adam_b2: float = dcgan_default("adam_b2")
     images: int = 1024  # synthetic real images the critic's batches are drawn from
 
 
