@@ -83,7 +83,12 @@ def run(
             result = main(config)
     except NnjaxError as err:
         sys.stderr.write(f"{prog or 'nnjax'}: error: {err}\n")
+        distributed.end_failed_process(2)
         return 2
+    except SystemExit as stop:  # argparse's errors (after their message)
+        if stop.code:
+            distributed.end_failed_process(stop.code if isinstance(stop.code, int) else 1)
+        raise
     if not distributed.is_main_process():
         return 0
     result = {**result, "process_compile_s": round(clock.seconds, 2)}

@@ -14,13 +14,17 @@ touches JAX) starts the runtime when the settings say so:
 Only the main process (index 0) writes metrics, plots, TensorBoard events and the final JSON line; every
 process takes part in every collective and in checkpoint saves. When a process dies, the others are stopped
 within ``HEARTBEAT_TIMEOUT_S`` plus a poll (the runtime's "another task died" line, then exit);
-``nnjax.launch`` stops them at once and says which process failed.
+``nnjax.launch`` stops them at once and says which process failed. A process that *fails* (an uncaught
+exception, or one of ``cli.run``'s one-line errors: ``end_failed_process``) exits at once with its code: JAX's
+exit handler would first wait in a shutdown barrier for the processes it left blocked in a collective, and the
+run would hang until a timeout that names another process.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import jax
 
@@ -75,7 +79,32 @@ def initialize_from_environment(environ: os._Environ | dict[str, str] = os.envir
             settings.coordinator_address, settings.num_processes, settings.process_id,
             initialization_timeout=INITIALIZATION_TIMEOUT_S, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
         )
+        sys.excepthook = _exiting_at_once(sys.excepthook)
     return settings
+
+
+def exit_now(code: int) -> None:
+    """End this process with ``code`` now: flush stdout and stderr, then skip the exit handlers (above all
+    ``jax.distributed``'s shutdown barrier, which a failed process must not wait in)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
+def end_failed_process(code: int) -> None:
+    """In a multi-process run, ``exit_now(code)``; with one process, nothing (the caller returns its code)."""
+    if jax.distributed.is_initialized():
+        exit_now(code)
+
+
+def _exiting_at_once(excepthook):
+    """``excepthook`` (it prints the traceback), then ``exit_now(1)``."""
+
+    def hook(kind, value, traceback):
+        excepthook(kind, value, traceback)
+        exit_now(1)
+
+    return hook
 
 
 def is_main_process() -> bool:

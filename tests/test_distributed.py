@@ -81,8 +81,10 @@ def two_processes(tmp_path_factory, text_file):
     cases[KILLED] = cases["mnist_jit"]
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
+        # grace=2: process 1 dies once checkpoint 3 is final, and process 0, blocked in a collective with it, outlives
+        # SIGTERM (jax.distributed's preemption notifier takes the signal) until the launcher's SIGKILL.
         code = launch([sys.executable, "-c", PROGRAM, str(root), json.dumps(cases), KILLED], processes=2,
-                      cpu_devices=4, timeout=240)
+                      cpu_devices=4, timeout=240, grace=2)
     ended = time.time()
     sys.stderr.write(err.getvalue())  # shown with a failure
     last = err.getvalue().strip().splitlines()[-1]
@@ -267,6 +269,32 @@ def test_a_failing_process_stops_the_others_at_once_with_its_message(capsys):
     assert captured.err.strip().splitlines()[-1] == (
         "nnjax.launch: process 1 exited with code 1: process 1: something went wrong; the other processes were stopped"
     )
+
+
+FAIL_AFTER_INITIALIZE = """
+import os, sys
+from nnjax import cli, distributed
+from nnjax.config import RunConfig
+from nnjax.errors import ConfigError
+def main(config):
+    if os.environ["JAX_PROCESS_ID"] == "1":
+        raise ConfigError("process 1 is misconfigured") if sys.argv[1] == "config" else ValueError("process 1 crashed")
+    distributed.barrier("never reached by process 1")
+sys.exit(cli.run(main, RunConfig, [], prog="demo"))
+"""
+
+
+@pytest.mark.parametrize("failure, code, last_line", [
+    ("config", 2, "demo: error: process 1 is misconfigured"), ("crash", 1, "ValueError: process 1 crashed")])
+def test_a_process_failing_inside_a_distributed_run_exits_at_once_and_is_named(capsys, failure, code, last_line):
+    """JAX's exit handler would keep the failed process in its shutdown barrier, waiting for process 0, which waits
+    for it in a collective: the launch would end minutes later, naming process 0's timeout."""
+    start = time.perf_counter()
+    assert launch([sys.executable, "-c", FAIL_AFTER_INITIALIZE, failure], processes=2, timeout=100, grace=1) == code
+    elapsed = time.perf_counter() - start
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"nnjax.launch: process 1 exited with code {code}: {last_line}; the other processes were stopped"
+    assert elapsed < 40, elapsed
 
 
 def test_the_launcher_bounds_the_whole_run(capsys):
