@@ -85,9 +85,10 @@ def run(
         sys.stderr.write(f"{prog or 'nnjax'}: error: {err}\n")
         distributed.end_failed_process(2)
         return 2
-    except SystemExit as stop:  # argparse's errors (after their message)
+    except SystemExit as stop:  # argparse's errors (after their message), or sys.exit in main
         if stop.code:
-            distributed.end_failed_process(stop.code if isinstance(stop.code, int) else 1)
+            number = isinstance(stop.code, int)
+            distributed.end_failed_process(stop.code if number else 1, "" if number else f"{stop.code}\n")
         raise
     if not distributed.is_main_process():
         return 0

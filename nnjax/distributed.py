@@ -91,9 +91,11 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-def end_failed_process(code: int) -> None:
-    """In a multi-process run, ``exit_now(code)``; with one process, nothing (the caller returns its code)."""
+def end_failed_process(code: int, message: str = "") -> None:
+    """In a multi-process run, write ``message`` to stderr and ``exit_now(code)``; with one process, nothing
+    (the caller returns its code or raises)."""
     if jax.distributed.is_initialized():
+        sys.stderr.write(message)
         exit_now(code)
 
 

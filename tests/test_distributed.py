@@ -278,6 +278,8 @@ from nnjax.config import RunConfig
 from nnjax.errors import ConfigError
 def main(config):
     if os.environ["JAX_PROCESS_ID"] == "1":
+        if sys.argv[1] == "exit":
+            sys.exit("process 1 gave up")
         raise ConfigError("process 1 is misconfigured") if sys.argv[1] == "config" else ValueError("process 1 crashed")
     distributed.barrier("never reached by process 1")
 sys.exit(cli.run(main, RunConfig, [], prog="demo"))
@@ -285,7 +287,8 @@ sys.exit(cli.run(main, RunConfig, [], prog="demo"))
 
 
 @pytest.mark.parametrize("failure, code, last_line", [
-    ("config", 2, "demo: error: process 1 is misconfigured"), ("crash", 1, "ValueError: process 1 crashed")])
+    ("config", 2, "demo: error: process 1 is misconfigured"), ("crash", 1, "ValueError: process 1 crashed"),
+    ("exit", 1, "process 1 gave up")])
 def test_a_process_failing_inside_a_distributed_run_exits_at_once_and_is_named(capsys, failure, code, last_line):
     """JAX's exit handler would keep the failed process in its shutdown barrier, waiting for process 0, which waits
     for it in a collective: the launch would end minutes later, naming process 0's timeout."""
