@@ -105,7 +105,7 @@ def compilation_cache_fault(directory: str) -> str | None:
             fault = f"the probe failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
         elif errors:
             fault = f"XLA logs errors when it loads a cached program (openxla/xla#44565): {errors[0][:200]}"
-        elif not done.stdout.split()[-1:] or done.stdout.split()[-1] == "0":
+        elif done.stdout.split()[-1:] in ([], ["0"]):  # the hit count it printed last
             fault = "XLA did not load the program it had just cached"
         else:
             fault = None
